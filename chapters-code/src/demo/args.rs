@@ -1,0 +1,65 @@
+//! The flags every demo accepts. Each demo flattens [`DemoArgs`] into its own clap parser:
+//!
+//! ```no_run
+//! use clap::Parser;
+//! use chapters_code::demo::DemoArgs;
+//!
+//! /// One line that `--help` shows.
+//! #[derive(Parser)]
+//! struct Cli {
+//!     #[command(flatten)]
+//!     demo: DemoArgs,
+//! }
+//! let cli = Cli::parse();
+//! ```
+
+use clap::{Args, ValueEnum};
+
+// ANCHOR: demo_args
+/// Flags shared by every `demo-*` binary.
+#[derive(Args, Debug, Clone)]
+pub struct DemoArgs {
+    /// Where results go: `stdout` (readable text), `json` (one JSON object with provenance,
+    /// for scripts and `cargo xtask bench`) or `tui` (a terminal dashboard; needs a terminal).
+    #[arg(long, value_enum, default_value_t = OutputMode::Stdout)]
+    pub output: OutputMode,
+
+    /// Measure: repeat the work long enough for stable numbers and report them as tables.
+    #[arg(long)]
+    pub benchmark: bool,
+
+    /// Check the results against their reference and exit with status 1 on a mismatch.
+    #[arg(long)]
+    pub verify: bool,
+
+    /// Seed of every random choice, so that a run can be repeated exactly.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+/// The three output modes.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputMode {
+    /// Human-readable text (the default; never waits for input).
+    Stdout,
+    /// One JSON object on stdout.
+    Json,
+    /// A terminal dashboard with bars.
+    Tui,
+}
+// ANCHOR_END: demo_args
+
+impl DemoArgs {
+    /// Fails early (before any work) when the output mode cannot work here: `--output tui`
+    /// with stdout redirected.
+    pub fn check_output(&self) -> anyhow::Result<()> {
+        use std::io::IsTerminal;
+        if self.output == OutputMode::Tui && !std::io::stdout().is_terminal() {
+            anyhow::bail!(
+                "--output tui draws on a terminal, but stdout is redirected; \
+                 use --output stdout or --output json"
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,71 @@
+//! # chapters-code
+//!
+//! The code of *Production ML with Hugging Face, in Rust*. Each module is one topic of the
+//! book, in reading order; the chapters include their listings from here.
+//!
+//! | module | chapter |
+//! |---|---|
+//! | [`hw`] | Know your hardware |
+//! | [`assets`] | where the model and texts live |
+//! | [`demo`] | shared by every demo binary |
+
+pub mod assets;
+pub mod demo;
+pub mod hw;
+
+// ANCHOR: book_wiring
+/// The book's chapters as doctests: every ```rust listing in `book/src` compiles and runs
+/// under `cargo test`, and a failure names the chapter file and line. One item per chapter;
+/// `cargo test` fails (xtask's book checks) if a chapter is missing here.
+#[cfg(doctest)]
+pub mod book {
+    #[doc = include_str!("../../book/src/introduction.md")]
+    pub struct Introduction;
+    #[doc = include_str!("../../book/src/week1/hardware.md")]
+    pub struct Week1Hardware;
+    #[doc = include_str!("../../book/src/week1/model-file.md")]
+    pub struct Week1ModelFile;
+    #[doc = include_str!("../../book/src/week1/tgi-architecture.md")]
+    pub struct Week1TgiArchitecture;
+    #[doc = include_str!("../../book/src/week1/kv-cache.md")]
+    pub struct Week1KvCache;
+    #[doc = include_str!("../../book/src/week1/continuous-batching.md")]
+    pub struct Week1ContinuousBatching;
+    #[doc = include_str!("../../book/src/week1/serving-api.md")]
+    pub struct Week1ServingApi;
+    #[doc = include_str!("../../book/src/week1/streaming.md")]
+    pub struct Week1Streaming;
+    #[doc = include_str!("../../book/src/week1/throughput-benchmark.md")]
+    pub struct Week1ThroughputBenchmark;
+    #[doc = include_str!("../../book/src/week2/quantization.md")]
+    pub struct Week2Quantization;
+    #[doc = include_str!("../../book/src/week2/apr-format.md")]
+    pub struct Week2AprFormat;
+    #[doc = include_str!("../../book/src/week2/pruning.md")]
+    pub struct Week2Pruning;
+    #[doc = include_str!("../../book/src/week2/distillation.md")]
+    pub struct Week2Distillation;
+    #[doc = include_str!("../../book/src/week2/flash-attention.md")]
+    pub struct Week2FlashAttention;
+    #[doc = include_str!("../../book/src/week2/speculative-decoding.md")]
+    pub struct Week2SpeculativeDecoding;
+    #[doc = include_str!("../../book/src/week2/tensor-parallelism.md")]
+    pub struct Week2TensorParallelism;
+    #[doc = include_str!("../../book/src/week3/wasm-inference.md")]
+    pub struct Week3WasmInference;
+    #[doc = include_str!("../../book/src/week3/serverless.md")]
+    pub struct Week3Serverless;
+    #[doc = include_str!("../../book/src/week3/web-ui.md")]
+    pub struct Week3WebUi;
+    #[doc = include_str!("../../book/src/week3/latency-profiling.md")]
+    pub struct Week3LatencyProfiling;
+    #[doc = include_str!("../../book/src/week3/model-registry.md")]
+    pub struct Week3ModelRegistry;
+    #[doc = include_str!("../../book/src/appendix/testing.md")]
+    pub struct AppendixTesting;
+    #[doc = include_str!("../../book/src/appendix/falsification.md")]
+    pub struct AppendixFalsification;
+    #[doc = include_str!("../../book/src/appendix/bibliography.md")]
+    pub struct AppendixBibliography;
+}
+// ANCHOR_END: book_wiring

@@ -1,0 +1,205 @@
+//! `cargo xtask bench`: run the criterion benches and the demos' `--benchmark` modes, store
+//! each measured table as `benchmarks/<name>.json` with provenance, and re-inject the chapters.
+
+use crate::bench_file::BenchFile;
+use crate::book::cargo;
+use anyhow::{Context, Result, bail};
+use chapters_code::demo::provenance::command_line;
+use chapters_code::demo::{Column, Provenance, Report, Table};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// A demo whose `--benchmark --output json` report yields tables.
+pub struct DemoJob {
+    pub bin: &'static str,
+    pub args: &'static [&'static str],
+}
+
+/// A criterion group turned into one table.
+pub struct CriterionJob {
+    /// `benches/<bench>.rs`.
+    pub bench: &'static str,
+    pub group: &'static str,
+    pub table: &'static str,
+    pub title: &'static str,
+    /// Header of the first column (the benchmark ids).
+    pub what: &'static str,
+    /// Throughput unit after scaling by `scale` (e.g. `GFLOP/s` with 1e-9 per element/s).
+    pub rate_unit: &'static str,
+    pub scale: f64,
+    pub notes: &'static [&'static str],
+}
+
+pub const DEMOS: &[DemoJob] = &[DemoJob {
+    bin: "demo-hardware-detect",
+    args: &["--benchmark", "--output", "json"],
+}];
+
+pub const CRITERION: &[CriterionJob] = &[
+    CriterionJob {
+        bench: "roofline",
+        group: "fma_kernels",
+        table: "hardware-fma-kernels",
+        title: "From the naive loop to peak compute, one thread",
+        what: "Kernel",
+        rate_unit: "GFLOP/s",
+        scale: 1e-9,
+        notes: &["Speedup is measured against the first row in the same run."],
+    },
+    CriterionJob {
+        bench: "roofline",
+        group: "triad_sizes",
+        table: "hardware-triad-sizes",
+        title: "The same triad on working sets of growing size, one thread",
+        what: "Working set (three arrays)",
+        rate_unit: "GB/s",
+        scale: 1e-9,
+        notes: &["Speedup is measured against the first row in the same run."],
+    },
+];
+
+/// Runs every job whose table or binary name contains `filter`; returns the files written.
+pub fn run(root: &Path, filter: Option<&str>) -> Result<Vec<PathBuf>> {
+    let wanted = |name: &str| filter.is_none_or(|f| name.contains(f));
+    let mut written = Vec::new();
+    let benches: Vec<&str> = {
+        let mut b: Vec<&str> = CRITERION
+            .iter()
+            .filter(|j| wanted(j.table) || wanted(j.bench))
+            .map(|j| j.bench)
+            .collect();
+        b.dedup();
+        b
+    };
+    let criterion_home = root.join("target/criterion");
+    for bench in benches {
+        let args = ["bench", "-p", "chapters-code", "--bench", bench];
+        eprintln!("== cargo {}", args.join(" "));
+        let started = std::time::SystemTime::now();
+        let status = Command::new(cargo())
+            .current_dir(root)
+            .args(args)
+            .env("CRITERION_HOME", &criterion_home)
+            .status()
+            .context("running cargo bench")?;
+        if !status.success() {
+            bail!("cargo bench --bench {bench} failed");
+        }
+        let mut provenance = Provenance::current();
+        provenance.profile = "release".into();
+        provenance.command = format!("cargo {}", args.join(" "));
+        for job in CRITERION.iter().filter(|j| j.bench == bench) {
+            let table = criterion_table(&criterion_home, job, started)?;
+            let file = BenchFile {
+                table,
+                provenance: provenance.clone(),
+            };
+            written.push(file.save(root)?);
+        }
+    }
+    for job in DEMOS.iter().filter(|j| wanted(j.bin)) {
+        let mut args = vec![
+            "run",
+            "--release",
+            "-q",
+            "-p",
+            "chapters-code",
+            "--bin",
+            job.bin,
+            "--",
+        ];
+        args.extend(job.args);
+        eprintln!("== cargo {}", args.join(" "));
+        let out = Command::new(cargo())
+            .current_dir(root)
+            .args(&args)
+            .stderr(Stdio::inherit())
+            .output()
+            .context("running a demo")?;
+        if !out.status.success() {
+            bail!("{} failed ({})", job.bin, out.status);
+        }
+        let report: Report = serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("{} did not print a JSON report", job.bin))?;
+        let mut provenance = report.provenance;
+        provenance.command = format!("cargo {}", command_line(args.iter().map(|s| s.to_string())));
+        for table in report.tables {
+            let file = BenchFile {
+                table,
+                provenance: provenance.clone(),
+            };
+            written.push(file.save(root)?);
+        }
+    }
+    Ok(written)
+}
+
+/// Reads criterion's estimates for one group: one row per benchmark run since `since`, in the
+/// order criterion ran them, with time per iteration, throughput, and speedup over the first.
+pub fn criterion_table(
+    criterion_home: &Path,
+    job: &CriterionJob,
+    since: std::time::SystemTime,
+) -> Result<Table> {
+    let group_dir = criterion_home.join(job.group);
+    let mut rows = Vec::new();
+    for entry in std::fs::read_dir(&group_dir)
+        .with_context(|| format!("no criterion results in {}", group_dir.display()))?
+    {
+        let dir = entry?.path();
+        let (Ok(meta), Ok(est)) = (
+            read_json(&dir.join("new/benchmark.json")),
+            read_json(&dir.join("new/estimates.json")),
+        ) else {
+            continue;
+        };
+        let id = meta["function_id"].as_str().unwrap_or("?").to_string();
+        let ns = est["slope"]["point_estimate"]
+            .as_f64()
+            .or_else(|| est["mean"]["point_estimate"].as_f64())
+            .context("estimates.json without a point estimate")?;
+        let per_iter = meta["throughput"]
+            .as_object()
+            .and_then(|t| t.values().next())
+            .and_then(Value::as_f64)
+            .context("the benchmark declares no throughput")?;
+        let modified = std::fs::metadata(dir.join("new/estimates.json"))?.modified()?;
+        if modified < since {
+            continue; // a benchmark that no longer exists, or was not run this time
+        }
+        rows.push((modified, id, ns, per_iter));
+    }
+    if rows.is_empty() {
+        bail!("criterion wrote no results for group `{}`", job.group);
+    }
+    rows.sort_by_key(|r| r.0);
+    let mut table = Table::new(
+        job.table,
+        job.title,
+        vec![
+            Column::new("what", job.what),
+            Column::new("time", "Time per call").unit("µs").decimals(1),
+            Column::new("rate", "Throughput")
+                .unit(job.rate_unit)
+                .decimals(1),
+            Column::new("speedup", "Speedup").unit("×").decimals(1),
+        ],
+    );
+    let base_rate = rows[0].3 / rows[0].2;
+    for (_, id, ns, per_iter) in &rows {
+        let rate = per_iter / ns; // units per nanosecond
+        table.push(vec![
+            json!(id),
+            json!(ns / 1e3),
+            json!(rate * 1e9 * job.scale),
+            json!(rate / base_rate),
+        ]);
+    }
+    table.notes = job.notes.iter().map(|s| s.to_string()).collect();
+    Ok(table)
+}
+
+fn read_json(path: &Path) -> Result<Value> {
+    Ok(serde_json::from_str(&std::fs::read_to_string(path)?)?)
+}

@@ -1,0 +1,170 @@
+//! `cargo xtask falsify`: the book's claims, each checked against the measured results in
+//! `benchmarks/`. The scorecard is itself a results table (`benchmarks/falsification.json`),
+//! injected into the appendix. A claim without data says so; it never passes by default.
+
+use crate::bench_file::BenchFile;
+use anyhow::Result;
+use chapters_code::demo::{Column, Provenance, Table};
+use serde_json::json;
+use std::path::Path;
+
+/// The verdict on one claim.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    Holds(String),
+    Falsified(String),
+    NotMeasured(String),
+}
+
+/// A claim the book makes, and how to test it.
+pub struct Claim {
+    pub id: &'static str,
+    pub chapter: &'static str,
+    pub statement: &'static str,
+    pub check: fn(&Path) -> Result<Verdict>,
+}
+
+pub const CLAIMS: &[Claim] = &[
+    Claim {
+        id: "HW-1",
+        chapter: "Know your hardware",
+        statement: "Independent SIMD chains beat the naive scalar loop by at least the SIMD lane count",
+        check: |root| {
+            let Some(t) = table(root, "hardware-fma-kernels")? else {
+                return Ok(missing("hardware-fma-kernels"));
+            };
+            let lanes = chapters_code::hw::SimdLevel::detect().f32_lanes() as f64;
+            let last = t
+                .table
+                .rows
+                .last()
+                .and_then(|r| r.get("speedup"))
+                .and_then(|v| v.as_f64());
+            Ok(match last {
+                Some(s) if s >= lanes => Verdict::Holds(format!("{s:.1}× ≥ {lanes} lanes")),
+                Some(s) => Verdict::Falsified(format!("{s:.1}× < {lanes} lanes")),
+                None => missing("hardware-fma-kernels"),
+            })
+        },
+    },
+    Claim {
+        id: "HW-2",
+        chapter: "Know your hardware",
+        statement: "One thread cannot use all the memory bandwidth: the triad is faster on all threads",
+        check: |root| {
+            let Some(t) = table(root, "hardware-roofline")? else {
+                return Ok(missing("hardware-roofline"));
+            };
+            let rates: Vec<(i64, f64)> = t
+                .table
+                .rows
+                .iter()
+                .filter(|r| {
+                    r.get("measurement").and_then(|v| v.as_str())
+                        == Some("memory bandwidth (triad)")
+                })
+                .filter_map(|r| Some((r.get("threads")?.as_i64()?, r.get("value")?.as_f64()?)))
+                .collect();
+            Ok(match (rates.first(), rates.last()) {
+                (Some(&(1, one)), Some(&(n, all))) if n > 1 => {
+                    let evidence =
+                        format!("1 thread {one:.1}, {n} threads {all:.1} (GB per second)");
+                    if all > one {
+                        Verdict::Holds(evidence)
+                    } else {
+                        Verdict::Falsified(evidence)
+                    }
+                }
+                _ => Verdict::NotMeasured("needs a machine with more than one core".into()),
+            })
+        },
+    },
+    Claim {
+        id: "HW-3",
+        chapter: "Know your hardware",
+        statement: "A working set that fits in L1 streams faster than one that only fits in DRAM",
+        check: |root| {
+            let Some(t) = table(root, "hardware-triad-sizes")? else {
+                return Ok(missing("hardware-triad-sizes"));
+            };
+            let rate = |i: usize| {
+                t.table
+                    .rows
+                    .get(i)
+                    .and_then(|r| r.get("rate"))
+                    .and_then(|v| v.as_f64())
+            };
+            Ok(
+                match (rate(0), rate(t.table.rows.len().saturating_sub(1))) {
+                    (Some(l1), Some(dram)) if t.table.rows.len() > 1 => {
+                        let evidence = format!("L1 {l1:.1}, DRAM {dram:.1} (GB per second)");
+                        if l1 > dram {
+                            Verdict::Holds(evidence)
+                        } else {
+                            Verdict::Falsified(evidence)
+                        }
+                    }
+                    _ => missing("hardware-triad-sizes"),
+                },
+            )
+        },
+    },
+];
+
+fn table(root: &Path, name: &str) -> Result<Option<BenchFile>> {
+    BenchFile::load(root, name)
+}
+
+fn missing(name: &str) -> Verdict {
+    Verdict::NotMeasured(format!("no benchmarks/{name}.json yet"))
+}
+
+/// Evaluates every claim, writes `benchmarks/falsification.json`; returns (holds, falsified).
+pub fn run(root: &Path) -> Result<(usize, usize)> {
+    let mut t = Table::new(
+        "falsification",
+        "Falsification scorecard",
+        vec![
+            Column::new("id", "Claim"),
+            Column::new("chapter", "Chapter"),
+            Column::new("statement", "Statement"),
+            Column::new("verdict", "Verdict"),
+            Column::new("evidence", "Evidence"),
+        ],
+    );
+    let (mut holds, mut falsified) = (0, 0);
+    for claim in CLAIMS {
+        let verdict =
+            (claim.check)(root).unwrap_or_else(|e| Verdict::NotMeasured(format!("error: {e:#}")));
+        let (word, evidence) = match verdict {
+            Verdict::Holds(e) => {
+                holds += 1;
+                ("holds", e)
+            }
+            Verdict::Falsified(e) => {
+                falsified += 1;
+                ("FALSIFIED", e)
+            }
+            Verdict::NotMeasured(e) => ("not measured", e),
+        };
+        t.push(vec![
+            json!(claim.id),
+            json!(claim.chapter),
+            json!(claim.statement),
+            json!(word),
+            json!(evidence),
+        ]);
+    }
+    t.notes.push(format!(
+        "{holds} of {} claims hold on this machine, {falsified} falsified.",
+        CLAIMS.len()
+    ));
+    let mut provenance = Provenance::current();
+    provenance.command = "cargo xtask falsify".into();
+    BenchFile {
+        table: t,
+        provenance,
+    }
+    .save(root)?;
+    Ok((holds, falsified))
+}

@@ -1,0 +1,139 @@
+//! Does every Mermaid diagram of the built book render? Loads each HTML page that has one in
+//! headless Chromium, lets its scripts run, and counts the diagrams that became an `<svg>`.
+
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Chromium to use: `$CHROME`, else the first of the usual names on `PATH`.
+pub fn find_chromium() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("CHROME") {
+        return Some(PathBuf::from(path));
+    }
+    let path = std::env::var_os("PATH")?;
+    [
+        "chromium",
+        "chromium-browser",
+        "google-chrome",
+        "google-chrome-stable",
+    ]
+    .iter()
+    .flat_map(|name| std::env::split_paths(&path).map(move |dir| dir.join(name)))
+    .find(|candidate| candidate.is_file())
+}
+
+/// Flags for a headless run on a machine without network (see the env notes: without the
+/// background-networking flags Chromium keeps trying to reach Google's servers).
+fn chromium(chrome: &Path, profile: &Path) -> Command {
+    let mut cmd = Command::new(chrome);
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--allow-file-access-from-files",
+        "--virtual-time-budget=20000",
+    ]);
+    cmd.arg(format!("--user-data-dir={}", profile.display()));
+    cmd
+}
+
+/// What a page showed after its scripts ran.
+#[derive(Debug)]
+pub struct PageRender {
+    pub page: PathBuf,
+    pub diagrams: usize,
+    pub rendered_svgs: usize,
+    pub screenshot: PathBuf,
+}
+
+/// Checks every page of `html_dir` that holds a Mermaid diagram; screenshots go to
+/// `shots_dir`. Fails if a diagram did not become an SVG or Mermaid reported a syntax error.
+pub fn check_mermaid(html_dir: &Path, shots_dir: &Path) -> Result<Vec<PageRender>> {
+    let chrome = find_chromium().context(
+        "no Chromium found: install it (Debian: `apt-get install chromium`) or set CHROME=/path/to/chrome",
+    )?;
+    std::fs::create_dir_all(shots_dir)?;
+    let profile = shots_dir.join("chromium-profile");
+    let mut results = Vec::new();
+    for page in html_pages(html_dir)? {
+        let html = std::fs::read_to_string(&page)?;
+        let diagrams = html.matches("<pre class=\"mermaid\">").count();
+        if diagrams == 0 {
+            continue;
+        }
+        let url = format!("file://{}", page.canonicalize()?.display());
+        let out = chromium(&chrome, &profile)
+            .arg("--dump-dom")
+            .arg(&url)
+            .output()
+            .with_context(|| format!("running {}", chrome.display()))?;
+        let dom = String::from_utf8_lossy(&out.stdout);
+        let rendered_svgs = dom.matches("aria-roledescription=").count();
+        let rel = page.strip_prefix(html_dir).unwrap_or(&page).to_path_buf();
+        if dom.contains("Syntax error in text") {
+            bail!(
+                "{}: Mermaid reports a syntax error in a diagram",
+                rel.display()
+            );
+        }
+        if rendered_svgs < diagrams {
+            bail!(
+                "{}: {diagrams} Mermaid diagram(s), but only {rendered_svgs} rendered as <svg> (chromium stderr: {})",
+                rel.display(),
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+            );
+        }
+        let screenshot = shots_dir.join(
+            rel.with_extension("png")
+                .to_string_lossy()
+                .replace('/', "_"),
+        );
+        let shot = chromium(&chrome, &profile)
+            .arg(format!("--screenshot={}", screenshot.display()))
+            .arg("--window-size=1400,1600")
+            .arg(&url)
+            .output()?;
+        if !shot.status.success() {
+            bail!("chromium could not take a screenshot of {}", rel.display());
+        }
+        results.push(PageRender {
+            page: rel,
+            diagrams,
+            rendered_svgs,
+            screenshot,
+        });
+    }
+    if results.is_empty() {
+        bail!(
+            "no page of {} holds a Mermaid diagram: was the book built?",
+            html_dir.display()
+        );
+    }
+    Ok(results)
+}
+
+fn html_pages(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut pages = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))? {
+            let path = entry?.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "html") && !path.ends_with("print.html")
+            {
+                pages.push(path);
+            }
+        }
+    }
+    pages.sort();
+    Ok(pages)
+}
