@@ -79,3 +79,71 @@ pub fn model_path() -> PathBuf {
 pub fn perplexity_text_path() -> PathBuf {
     models_dir().join(PERPLEXITY_TEXT.file_name)
 }
+
+/// For tests and listings that need the model: its path, or `None` after a note on stderr
+/// that names the fetch command. With `PRODML_REQUIRE_MODEL=1` (CI) a missing model is a
+/// failure, never a silent skip.
+pub fn model_for_tests() -> Option<PathBuf> {
+    required_file(model_path(), "the model")
+}
+
+/// Like [`model_for_tests`], for the perplexity text.
+pub fn perplexity_text_for_tests() -> Option<PathBuf> {
+    required_file(perplexity_text_path(), "the perplexity text")
+}
+
+fn required_file(path: PathBuf, what: &str) -> Option<PathBuf> {
+    if path.is_file() {
+        return Some(path);
+    }
+    let message = format!(
+        "{what} is not at {} — run `{FETCH_COMMAND}`",
+        path.display()
+    );
+    if std::env::var("PRODML_REQUIRE_MODEL").is_ok_and(|v| v == "1") {
+        panic!("PRODML_REQUIRE_MODEL=1 and {message}");
+    }
+    // Written to the stream itself, not through eprintln!, so that the test harness's output
+    // capture does not hide it.
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED (needs {what}): {message}");
+    None
+}
+
+/// Why a needed file could not be opened; the message names the command that fixes it.
+#[derive(Debug, thiserror::Error)]
+pub enum AssetError {
+    #[error(
+        "{what} not found at {path}: run `{FETCH_COMMAND}` (or set PRODML_MODEL=/path/to/model.gguf)"
+    )]
+    Missing { what: &'static str, path: String },
+    #[error(transparent)]
+    Gguf(#[from] crate::formats::GgufError),
+    #[error("cannot read {path}: {message}")]
+    Io { path: String, message: String },
+}
+
+/// Opens the model at `path` (memory-mapped), or says how to fetch it.
+pub fn open_model(path: &std::path::Path) -> Result<crate::formats::Gguf, AssetError> {
+    if !path.exists() {
+        return Err(AssetError::Missing {
+            what: "the model",
+            path: path.display().to_string(),
+        });
+    }
+    Ok(crate::formats::Gguf::open(path)?)
+}
+
+/// Reads a text file, or says how to fetch it when it is one of ours.
+pub fn read_text(path: &std::path::Path) -> Result<String, AssetError> {
+    if !path.exists() {
+        return Err(AssetError::Missing {
+            what: "the text file",
+            path: path.display().to_string(),
+        });
+    }
+    std::fs::read_to_string(path).map_err(|e| AssetError::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })
+}

@@ -6,12 +6,33 @@
 //! | module | chapter |
 //! |---|---|
 //! | [`hw`] | Know your hardware |
+//! | [`formats`] | Anatomy of a model file |
+//! | [`quant`] | Quantization (block formats) |
+//! | [`tokenizer`] | From prompt to tokens (BPE, chat template, streaming) |
+//! | [`model`] | the Llama forward pass (From prompt to tokens) |
+//! | [`sampling`] | choosing the next token (From prompt to tokens) |
+//! | [`generate`] | one request end to end, with stage timings |
+//! | [`eval`] | perplexity, as llama.cpp computes it |
+//! | [`reference`] | llama.cpp's outputs we check against |
+//! | [`kernels`] | dot products and matmul, scalar and SIMD (every chapter) |
 //! | [`assets`] | where the model and texts live |
 //! | [`demo`] | shared by every demo binary |
 
 pub mod assets;
 pub mod demo;
+pub mod eval;
+pub mod formats;
+pub mod generate;
 pub mod hw;
+pub mod kernels;
+pub mod model;
+pub mod quant;
+pub mod reference;
+pub mod sampling;
+pub mod tokenizer;
+
+#[cfg(test)]
+mod testutil;
 
 // ANCHOR: book_wiring
 /// The book's chapters as doctests: every ```rust listing in `book/src` compiles and runs

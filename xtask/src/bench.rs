@@ -31,10 +31,24 @@ pub struct CriterionJob {
     pub notes: &'static [&'static str],
 }
 
-pub const DEMOS: &[DemoJob] = &[DemoJob {
-    bin: "demo-hardware-detect",
-    args: &["--benchmark", "--output", "json"],
-}];
+pub const DEMOS: &[DemoJob] = &[
+    DemoJob {
+        bin: "demo-hardware-detect",
+        args: &["--benchmark", "--output", "json"],
+    },
+    DemoJob {
+        bin: "demo-tgi-architecture",
+        args: &["--benchmark", "--output", "json"],
+    },
+    DemoJob {
+        bin: "demo-tgi-architecture",
+        args: &["--output", "json", "--verify", "--threads", "1"],
+    },
+    DemoJob {
+        bin: "demo-perplexity",
+        args: &["--output", "json", "--verify"],
+    },
+];
 
 pub const CRITERION: &[CriterionJob] = &[
     CriterionJob {
@@ -44,6 +58,28 @@ pub const CRITERION: &[CriterionJob] = &[
         title: "From the naive loop to peak compute, one thread",
         what: "Kernel",
         rate_unit: "GFLOP/s",
+        scale: 1e-9,
+        notes: &["Speedup is measured against the first row in the same run."],
+    },
+    CriterionJob {
+        bench: "kernels",
+        group: "q4_1_matvec",
+        table: "kernels-q4_1-matvec",
+        title: "Q4_1 matrix × vector, 1536 × 576, one thread",
+        what: "Kernel",
+        rate_unit: "GB/s of weights",
+        scale: 1e-9,
+        notes: &[
+            "Speedup is measured against the first row in the same run. Every row's result is tested against the scalar reference.",
+        ],
+    },
+    CriterionJob {
+        bench: "kernels",
+        group: "f32_matvec",
+        table: "kernels-f32-vs-trueno",
+        title: "f32 matrix × vector, 1536 × 576, one thread: ours and trueno's",
+        what: "Implementation",
+        rate_unit: "GB/s of weights",
         scale: 1e-9,
         notes: &["Speedup is measured against the first row in the same run."],
     },
@@ -63,15 +99,15 @@ pub const CRITERION: &[CriterionJob] = &[
 pub fn run(root: &Path, filter: Option<&str>) -> Result<Vec<PathBuf>> {
     let wanted = |name: &str| filter.is_none_or(|f| name.contains(f));
     let mut written = Vec::new();
-    let benches: Vec<&str> = {
-        let mut b: Vec<&str> = CRITERION
-            .iter()
-            .filter(|j| wanted(j.table) || wanted(j.bench))
-            .map(|j| j.bench)
-            .collect();
-        b.dedup();
-        b
-    };
+    let mut benches: Vec<&str> = Vec::new();
+    for job in CRITERION
+        .iter()
+        .filter(|j| wanted(j.table) || wanted(j.bench))
+    {
+        if !benches.contains(&job.bench) {
+            benches.push(job.bench);
+        }
+    }
     let criterion_home = root.join("target/criterion");
     for bench in benches {
         let args = ["bench", "-p", "chapters-code", "--bench", bench];

@@ -79,3 +79,29 @@ mod tests {
         assert_eq!(m.usable_bytes(), Some(80));
     }
 }
+
+/// This process's memory, from `/proc/self/status` (Linux; `None` elsewhere).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ProcessMemory {
+    /// Peak resident set size (`VmHWM`).
+    pub peak_rss_bytes: Option<u64>,
+    /// Resident now (`VmRSS`).
+    pub rss_bytes: Option<u64>,
+    /// Resident pages that belong to mapped files (`RssFile`): a memory-mapped model shows here,
+    /// shared with the page cache, not copied.
+    pub rss_file_bytes: Option<u64>,
+    /// Resident anonymous memory (`RssAnon`): heap, stacks, the KV cache.
+    pub rss_anon_bytes: Option<u64>,
+}
+
+impl ProcessMemory {
+    pub fn read() -> ProcessMemory {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        ProcessMemory {
+            peak_rss_bytes: meminfo_field(&status, "VmHWM"),
+            rss_bytes: meminfo_field(&status, "VmRSS"),
+            rss_file_bytes: meminfo_field(&status, "RssFile"),
+            rss_anon_bytes: meminfo_field(&status, "RssAnon"),
+        }
+    }
+}

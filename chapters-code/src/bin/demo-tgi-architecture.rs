@@ -1,0 +1,447 @@
+//! From prompt to tokens: one request through every stage of an inference server — load,
+//! tokenize, prefill, decode, detokenize — with the time each stage takes.
+
+use anyhow::{Context, Result, bail};
+use chapters_code::assets;
+use chapters_code::demo::{Column, DemoArgs, OutputMode, Provenance, Report, Table, progress};
+use chapters_code::generate::{Request, default_stop_tokens, generate};
+use chapters_code::hw::memory::ProcessMemory;
+use chapters_code::hw::roofline;
+use chapters_code::kernels::pool::ThreadPool;
+use chapters_code::model::{KvCache, Llama, Logits};
+use chapters_code::reference;
+use chapters_code::sampling::{SamplingParams, argmax};
+use chapters_code::tokenizer::{ChatMessage, Tokenizer};
+use clap::Parser;
+use serde_json::json;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Run a prompt through a real LLM (SmolLM2-135M-Instruct by default) stage by stage:
+/// load the model file (memory-mapped), tokenize, prefill the prompt in one pass, decode token
+/// by token, detokenize — and print how long each stage took and the tokens per second.
+#[derive(Parser, Debug)]
+#[command(name = "demo-tgi-architecture", version)]
+struct Cli {
+    #[command(flatten)]
+    demo: DemoArgs,
+
+    /// Prompt text. Special tokens such as <|im_start|> are parsed; no BOS token is added
+    /// (as llama.cpp does for this model).
+    #[arg(long, default_value = "The capital of France is")]
+    prompt: String,
+
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 48)]
+    max_tokens: usize,
+
+    /// Sampling temperature; 0 is greedy (always the most likely token).
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+
+    /// Keep only the k most likely tokens (0 = all).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+
+    /// Nucleus sampling: keep tokens up to this cumulative probability.
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+
+    /// Drop tokens below this fraction of the most likely token's probability.
+    #[arg(long, default_value_t = 0.0)]
+    min_p: f32,
+
+    /// Penalize tokens already seen (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    repeat_penalty: f32,
+
+    /// Stop when this text appears (repeatable); the text is cut before it.
+    #[arg(long)]
+    stop: Vec<String>,
+
+    /// Treat --prompt as a user message and format it with the model's chat template.
+    #[arg(long)]
+    chat: bool,
+
+    /// System message for --chat (default: the template's own).
+    #[arg(long, requires = "chat")]
+    system: Option<String>,
+
+    /// Print the text as it is generated (stdout mode).
+    #[arg(long)]
+    stream: bool,
+
+    /// Threads for the matrix products [default: all logical cores].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..1025))]
+    threads: Option<u64>,
+
+    /// Model file [default: $PRODML_MODEL or models/SmolLM2-135M-Instruct.Q4_1.gguf].
+    #[arg(long)]
+    model: Option<PathBuf>,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    cli.demo.check_output()?;
+    let sampling = SamplingParams {
+        temperature: cli.temperature,
+        top_k: cli.top_k,
+        top_p: cli.top_p,
+        min_p: cli.min_p,
+        repetition_penalty: cli.repeat_penalty,
+        seed: cli.demo.seed,
+        ..SamplingParams::default()
+    };
+    sampling.validate()?;
+    let threads = cli.threads.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get()),
+        |t| t as usize,
+    );
+    let path = cli.model.clone().unwrap_or_else(assets::model_path);
+
+    let t = Instant::now();
+    let gguf = assets::open_model(&path)?;
+    let model = Llama::load(&gguf).with_context(|| format!("loading {}", path.display()))?;
+    let tokenizer = Tokenizer::from_gguf(&gguf)?;
+    let pool = ThreadPool::new(threads);
+    let load = t.elapsed();
+
+    if cli.demo.benchmark {
+        return benchmark(&cli, &model, &tokenizer, &gguf, threads);
+    }
+
+    let t = Instant::now();
+    let prompt_text = if cli.chat {
+        let mut messages = Vec::new();
+        if let Some(system) = &cli.system {
+            messages.push(ChatMessage::new("system", system));
+        }
+        messages.push(ChatMessage::new("user", &cli.prompt));
+        tokenizer.apply_chat_template(&messages, true)?
+    } else {
+        cli.prompt.clone()
+    };
+    let prompt_ids = tokenizer.encode(&prompt_text, true);
+    let tokenize = t.elapsed();
+    if prompt_ids.is_empty() {
+        bail!("the prompt is empty: give some text with --prompt");
+    }
+    if prompt_ids.len() + 1 > model.config.context_length {
+        bail!(
+            "the prompt has {} tokens; the model's context is {}",
+            prompt_ids.len(),
+            model.config.context_length
+        );
+    }
+
+    let request = Request {
+        prompt_ids: prompt_ids.clone(),
+        max_tokens: cli.max_tokens,
+        sampling,
+        stop_tokens: default_stop_tokens(&tokenizer),
+        stop_strings: cli.stop.clone(),
+    };
+    let streaming = cli.stream && cli.demo.output == OutputMode::Stdout;
+    if streaming {
+        print!("{}", prompt_text);
+        std::io::stdout().flush()?;
+    }
+    let generation = generate(&model, &tokenizer, &pool, &request, |piece| {
+        if streaming {
+            print!("{piece}");
+            let _ = std::io::stdout().flush();
+        }
+    })?;
+    if streaming {
+        println!();
+    }
+    let memory = ProcessMemory::read();
+
+    let verified = cli.demo.verify.then(|| verify(&model, &tokenizer, &pool));
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let mut stages = Table::new(
+        "tgi-stages",
+        "Where the time goes (one request)",
+        vec![
+            Column::new("stage", "Stage"),
+            Column::new("ms", "Time").unit("ms").decimals(2),
+            Column::new("detail", "Detail"),
+        ],
+    );
+    stages.push(vec![
+        json!("load (mmap + parse + tokenizer)"),
+        json!(ms(load)),
+        json!(format!("{:.1} MB file", gguf.file_len() as f64 / 1e6)),
+    ]);
+    stages.push(vec![
+        json!("tokenize"),
+        json!(ms(tokenize)),
+        json!(format!("{} prompt tokens", prompt_ids.len())),
+    ]);
+    stages.push(vec![
+        json!("prefill"),
+        json!(ms(generation.times.prefill)),
+        json!(format!(
+            "{:.1} tokens/s",
+            generation.prefill_tokens_per_s(prompt_ids.len())
+        )),
+    ]);
+    stages.push(vec![
+        json!("decode"),
+        json!(ms(generation.times.decode)),
+        json!(format!(
+            "{:.1} tokens/s over {} steps",
+            generation.decode_tokens_per_s(),
+            generation.generated_ids.len().saturating_sub(1)
+        )),
+    ]);
+    stages.push(vec![
+        json!("detokenize"),
+        json!(ms(generation.times.detokenize)),
+        json!(format!("{} tokens", generation.generated_ids.len())),
+    ]);
+
+    let report = Report {
+        demo: "tgi-architecture".into(),
+        provenance: Provenance::current(),
+        result: json!({
+            "model": { "path": path.display().to_string(), "bytes": gguf.file_len(), "mapped": gguf.is_mapped(), "config": model.config },
+            "threads": threads,
+            "prompt": prompt_text,
+            "prompt_ids": prompt_ids,
+            "generated_ids": generation.generated_ids,
+            "text": generation.text,
+            "finish_reason": generation.finish_reason,
+            "timings_ms": {
+                "load": ms(load), "tokenize": ms(tokenize), "prefill": ms(generation.times.prefill),
+                "decode": ms(generation.times.decode), "detokenize": ms(generation.times.detokenize),
+            },
+            "tokens_per_s": { "prefill": generation.prefill_tokens_per_s(prompt_ids.len()), "decode": generation.decode_tokens_per_s() },
+            "memory": memory,
+            "verify": verified.as_ref().map(|v| &v.1),
+        }),
+        tables: vec![stages],
+        verified: verified.as_ref().map(|v| v.0),
+    };
+    report.emit(cli.demo.output, |out| {
+        if !streaming {
+            writeln!(out, "{}{}", prompt_text, generation.text)?;
+        }
+        writeln!(
+            out,
+            "\n[{} prompt tokens, {} generated, finish: {:?}, {} threads]",
+            prompt_ids.len(),
+            generation.generated_ids.len(),
+            generation.finish_reason,
+            threads
+        )?;
+        if let Some(peak) = memory.peak_rss_bytes {
+            writeln!(
+                out,
+                "[peak RSS {:.1} MB, of which the mapped model file {:.1} MB]",
+                peak as f64 / 1e6,
+                memory.rss_file_bytes.unwrap_or(0) as f64 / 1e6
+            )?;
+        }
+        if let Some((_, details)) = &verified {
+            writeln!(out, "{}", details["summary"].as_str().unwrap_or(""))?;
+        }
+        Ok(())
+    })?;
+    if verified.is_some_and(|v| !v.0) {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// llm.c-style check against llama.cpp's reference: greedy ids and last-position logits.
+fn verify(model: &Llama, tokenizer: &Tokenizer, pool: &ThreadPool) -> (bool, serde_json::Value) {
+    let france = reference::france();
+    let prompt = tokenizer.encode(&france.prompt, true);
+    let mut cache = KvCache::new(&model.config);
+    let Ok(mut logits) = model.forward(pool, &mut cache, &prompt, Logits::Last) else {
+        return (false, json!({"summary": "NOT OK: the forward pass failed"}));
+    };
+    let mut order: Vec<usize> = (0..logits.len()).collect();
+    order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+    let top5: Vec<(usize, f32)> = order[..5].iter().map(|&i| (i, logits[i])).collect();
+    let top5_ids_ok = top5
+        .iter()
+        .zip(&france.last_pos_top5)
+        .all(|(a, b)| a.0 as u32 == b.0);
+    let max_diff = top5
+        .iter()
+        .zip(&france.last_pos_top5)
+        .map(|(a, b)| (a.1 - b.1).abs())
+        .fold(0.0f32, f32::max);
+    let mut ids = Vec::new();
+    for _ in 0..france.greedy_ids.len() {
+        let next = argmax(&logits);
+        ids.push(next);
+        match model.forward(pool, &mut cache, &[next], Logits::Last) {
+            Ok(l) => logits = l,
+            Err(_) => break,
+        }
+    }
+    let matching = ids
+        .iter()
+        .zip(&france.greedy_ids)
+        .take_while(|(a, b)| a == b)
+        .count();
+    let ok = prompt == france.prompt_ids && matching == france.greedy_ids.len() && top5_ids_ok;
+    let summary = format!(
+        "verify against llama.cpp: {} — prompt ids {}, greedy {}/{} tokens identical, top-5 ids {}, max |logit diff| {:.4}",
+        if ok { "OK" } else { "NOT OK" },
+        if prompt == france.prompt_ids {
+            "identical"
+        } else {
+            "DIFFER"
+        },
+        matching,
+        france.greedy_ids.len(),
+        if top5_ids_ok { "identical" } else { "DIFFER" },
+        max_diff
+    );
+    (
+        ok,
+        json!({ "summary": summary, "greedy_matching": matching, "top5": top5, "max_logit_diff": max_diff }),
+    )
+}
+
+/// Prefill and decode speed at 1 thread and at `threads`, next to the decode bound measured
+/// in the same run.
+fn benchmark(
+    cli: &Cli,
+    model: &Llama,
+    tokenizer: &Tokenizer,
+    gguf: &chapters_code::formats::Gguf,
+    threads: usize,
+) -> Result<()> {
+    const PROMPT_TOKENS: usize = 128;
+    const DECODE_TOKENS: usize = 128;
+    const REPEATS: usize = 3;
+    // A fixed English paragraph, repeated: a realistic token mix for pp128.
+    let text = "The history of the city begins with a small fishing village on the banks of the river. \
+                Over the centuries it grew into a trading port, then an industrial centre, and today it is \
+                known for its universities, its museums and its parks. ".repeat(8);
+    let prompt: Vec<u32> = tokenizer
+        .encode(&text, false)
+        .into_iter()
+        .take(PROMPT_TOKENS)
+        .collect();
+    let counts: Vec<usize> = if threads > 1 {
+        vec![1, threads]
+    } else {
+        vec![1]
+    };
+    let bytes_per_token = model.bytes_per_token();
+    let mut speed = Table::new(
+        "engine-speed",
+        "Prefill and decode speed, next to the decode bound of this machine",
+        vec![
+            Column::new("threads", "Threads"),
+            Column::new("prefill", "Prefill, 128-token prompt")
+                .unit("tokens/s")
+                .decimals(1),
+            Column::new("decode", "Decode, 128 tokens")
+                .unit("tokens/s")
+                .decimals(1),
+            Column::new("bound", "Decode bound")
+                .unit("tokens/s")
+                .decimals(1),
+            Column::new("share", "Share of bound").unit("%").decimals(0),
+        ],
+    );
+    let bar = progress::steps((counts.len() * (REPEATS + 1)) as u64, "benchmark");
+    for &n in &counts {
+        let pool = ThreadPool::new(n);
+        let (mut best_prefill, mut best_decode) = (0.0f64, 0.0f64);
+        for _ in 0..REPEATS {
+            let mut cache = KvCache::with_limit(&model.config, PROMPT_TOKENS + DECODE_TOKENS + 1);
+            let t = Instant::now();
+            let mut logits = model.forward(&pool, &mut cache, &prompt, Logits::Last)?;
+            best_prefill = best_prefill.max(prompt.len() as f64 / t.elapsed().as_secs_f64());
+            let t = Instant::now();
+            for _ in 0..DECODE_TOKENS {
+                let next = argmax(&logits);
+                logits = model.forward(&pool, &mut cache, &[next], Logits::Last)?;
+            }
+            best_decode = best_decode.max(DECODE_TOKENS as f64 / t.elapsed().as_secs_f64());
+            bar.inc(1);
+        }
+        let bandwidth = roofline::triad_bandwidth(
+            roofline::triad_elems_for_cache(
+                chapters_code::hw::CpuInfo::detect().last_level_cache_bytes,
+                1 << 30,
+            ),
+            n,
+            5,
+        );
+        bar.inc(1);
+        let bound = roofline::decode_bound_tokens_per_s(bandwidth.rate, bytes_per_token);
+        speed.push(vec![
+            json!(n),
+            json!(best_prefill),
+            json!(best_decode),
+            json!(bound),
+            json!(100.0 * best_decode / bound),
+        ]);
+    }
+    bar.finish_and_clear();
+    speed.notes.push(format!(
+        "Best of {REPEATS} runs. Decode bound: triad bandwidth measured in the same run on the same thread count, divided by the {:.1} MB of weights read per token. SIMD path: {}.",
+        bytes_per_token as f64 / 1e6,
+        chapters_code::kernels::simd()
+    ));
+
+    let memory = ProcessMemory::read();
+    let mb = |b: Option<u64>| json!(b.map(|b| b as f64 / 1e6));
+    let kv_per_token = 2 * model.config.n_layers * model.config.kv_dim() * 2;
+    let mut mem = Table::new(
+        "engine-memory",
+        "Memory of the benchmark process",
+        vec![
+            Column::new("what", "What"),
+            Column::new("mb", "Size").unit("MB").decimals(1),
+        ],
+    );
+    mem.push(vec![
+        json!("model file (memory-mapped, not copied)"),
+        json!(gguf.file_len() as f64 / 1e6),
+    ]);
+    mem.push(vec![
+        json!("peak resident memory (VmHWM)"),
+        mb(memory.peak_rss_bytes),
+    ]);
+    mem.push(vec![
+        json!("resident file pages at the end (RssFile)"),
+        mb(memory.rss_file_bytes),
+    ]);
+    mem.push(vec![
+        json!("resident anonymous memory at the end (RssAnon)"),
+        mb(memory.rss_anon_bytes),
+    ]);
+    mem.push(vec![
+        json!("KV cache per token (f16 keys and values, all layers)"),
+        json!(kv_per_token as f64 / 1e6),
+    ]);
+
+    let report = Report {
+        demo: "tgi-architecture".into(),
+        provenance: Provenance::current(),
+        result: json!({ "threads": counts, "bytes_per_token": bytes_per_token, "memory": memory }),
+        tables: vec![speed, mem],
+        verified: None,
+    };
+    report.emit(cli.demo.output, |out| {
+        writeln!(
+            out,
+            "benchmark of {}",
+            cli.model
+                .as_ref()
+                .map_or(assets::model_path(), |p| p.clone())
+                .display()
+        )
+    })
+}

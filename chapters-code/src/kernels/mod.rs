@@ -1,0 +1,178 @@
+//! Dot products and matrix multiplication over quantized weights: one scalar reference per
+//! format, SIMD paths chosen at run time (AVX2 on x86_64, NEON on aarch64), each tested
+//! against the reference; and a matmul that splits rows over a pool of parked threads.
+
+pub mod matmul;
+pub mod multiversion;
+pub mod pool;
+pub mod scalar;
+
+// Safety contract of every function in these two modules, stated once in their module docs:
+// call only on a CPU with the named extensions (the dispatchers below check).
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::missing_safety_doc)]
+pub mod avx2;
+#[cfg(target_arch = "aarch64")]
+#[allow(clippy::missing_safety_doc)]
+pub mod neon;
+
+#[cfg(test)]
+mod tests;
+
+use crate::hw::SimdLevel;
+use crate::quant::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
+use std::sync::OnceLock;
+
+/// The SIMD tier every kernel uses in this process (detected once; `PRODML_SIMD` lowers it).
+pub fn simd() -> SimdLevel {
+    static LEVEL: OnceLock<SimdLevel> = OnceLock::new();
+    *LEVEL.get_or_init(SimdLevel::detect)
+}
+
+/// The tier a kernel really runs at `level`: AVX-512 machines run the AVX2 kernels (this book
+/// has no AVX-512 kernels yet: the machines it was written on could not test them).
+fn path(level: SimdLevel) -> SimdLevel {
+    match level {
+        SimdLevel::Avx512 => SimdLevel::Avx2,
+        other => other,
+    }
+}
+
+macro_rules! dispatch {
+    ($(#[$doc:meta])* $name:ident, $kernel:ident($wt:ty, $at:ty)) => {
+        $(#[$doc])*
+        /// The function for `level`, chosen once; call it for every row.
+        pub fn $kernel(level: SimdLevel) -> fn($wt, $at) -> f32 {
+            match path(level) {
+                #[cfg(target_arch = "x86_64")]
+                SimdLevel::Avx2 if level.is_supported() => {
+                    fn simd(w: $wt, a: $at) -> f32 {
+                        // SAFETY: this function is only handed out after checking that the CPU
+                        // has AVX2, FMA and F16C (`is_supported` above).
+                        unsafe { avx2::$name(w, a) }
+                    }
+                    simd
+                }
+                #[cfg(target_arch = "aarch64")]
+                SimdLevel::Neon => {
+                    fn simd(w: $wt, a: $at) -> f32 {
+                        // SAFETY: NEON is part of every aarch64 CPU.
+                        unsafe { neon::$name(w, a) }
+                    }
+                    simd
+                }
+                _ => scalar::$name,
+            }
+        }
+
+        $(#[$doc])*
+        pub fn $name(level: SimdLevel, w: $wt, a: $at) -> f32 {
+            $kernel(level)(w, a)
+        }
+    };
+}
+
+dispatch!(
+    /// Q4_1 weights · Q8_1 activations.
+    dot_q4_1_q8_1, q4_1_q8_1_kernel(&[BlockQ4_1], &[BlockQ8_1])
+);
+dispatch!(
+    /// Q4_0 weights · Q8_0 activations.
+    dot_q4_0_q8_0, q4_0_q8_0_kernel(&[BlockQ4_0], &[BlockQ8_0])
+);
+dispatch!(
+    /// Q8_0 weights · Q8_0 activations.
+    dot_q8_0_q8_0, q8_0_q8_0_kernel(&[BlockQ8_0], &[BlockQ8_0])
+);
+dispatch!(
+    /// f32 · f32.
+    dot_f32, f32_kernel(&[f32], &[f32])
+);
+
+/// A dot product over four weight rows at once, against one activation row.
+pub type Dot4<W, A> = fn([&[W]; 4], &[A]) -> [f32; 4];
+
+macro_rules! four_rows {
+    ($(#[$doc:meta])* $kernel4:ident, $name:ident, $kernel:ident($wt:ty, $at:ty) $(, avx2: $simd4:ident)?) => {
+        $(#[$doc])*
+        /// Every row's result is exactly what the one-row kernel of `level` gives.
+        pub fn $kernel4(level: SimdLevel) -> Dot4<$wt, $at> {
+            $(
+                #[cfg(target_arch = "x86_64")]
+                if path(level) == SimdLevel::Avx2 && level.is_supported() {
+                    fn simd(w: [&[$wt]; 4], a: &[$at]) -> [f32; 4] {
+                        // SAFETY: handed out only after the AVX2/FMA/F16C check above.
+                        unsafe { avx2::$simd4(w, a) }
+                    }
+                    return simd;
+                }
+            )?
+            // Without a four-row kernel: the one-row kernel, four times.
+            match path(level) {
+                #[cfg(target_arch = "x86_64")]
+                SimdLevel::Avx2 if level.is_supported() => |w, a| {
+                    let one = $kernel(SimdLevel::Avx2);
+                    w.map(|row| one(row, a))
+                },
+                #[cfg(target_arch = "aarch64")]
+                SimdLevel::Neon => |w, a| {
+                    let one = $kernel(SimdLevel::Neon);
+                    w.map(|row| one(row, a))
+                },
+                _ => |w, a| w.map(|row| scalar::$name(row, a)),
+            }
+        }
+    };
+}
+
+four_rows!(
+    /// Four Q4_1 rows · Q8_1 activations.
+    q4_1_q8_1_kernel4, dot_q4_1_q8_1, q4_1_q8_1_kernel(BlockQ4_1, BlockQ8_1), avx2: dot_q4_1_q8_1_x4
+);
+four_rows!(
+    /// Four Q8_0 rows · Q8_0 activations.
+    q8_0_q8_0_kernel4, dot_q8_0_q8_0, q8_0_q8_0_kernel(BlockQ8_0, BlockQ8_0), avx2: dot_q8_0_q8_0_x4
+);
+four_rows!(
+    /// Four Q4_0 rows · Q8_0 activations.
+    q4_0_q8_0_kernel4, dot_q4_0_q8_0, q4_0_q8_0_kernel(BlockQ4_0, BlockQ8_0)
+);
+four_rows!(
+    /// Four f32 rows · f32 activations.
+    f32_kernel4, dot_f32, f32_kernel(f32, f32)
+);
+four_rows!(
+    /// Four f16 rows · f32 activations.
+    f16_f32_kernel4, dot_f16_f32, f16_f32_kernel(u16, f32)
+);
+
+/// f16 weights · f32 activations, the function for `level` (no NEON path: aarch64 runs the
+/// scalar reference).
+pub fn f16_f32_kernel(level: SimdLevel) -> fn(&[u16], &[f32]) -> f32 {
+    match path(level) {
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx2 if level.is_supported() => {
+            fn simd(w: &[u16], a: &[f32]) -> f32 {
+                // SAFETY: handed out only after the AVX2/FMA/F16C check above.
+                unsafe { avx2::dot_f16_f32(w, a) }
+            }
+            simd
+        }
+        _ => scalar::dot_f16_f32,
+    }
+}
+
+/// f16 weights · f32 activations.
+pub fn dot_f16_f32(level: SimdLevel, w: &[u16], a: &[f32]) -> f32 {
+    f16_f32_kernel(level)(w, a)
+}
+
+/// y += a · x for f16 x (no NEON path: aarch64 runs the scalar reference).
+pub fn axpy_f16(level: SimdLevel, a: f32, x: &[u16], y: &mut [f32]) {
+    match path(level) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as in `dispatch!`.
+        SimdLevel::Avx2 if level.is_supported() => unsafe { avx2::axpy_f16(a, x, y) },
+        _ => scalar::axpy_f16(a, x, y),
+    }
+}

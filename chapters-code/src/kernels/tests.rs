@@ -1,0 +1,265 @@
+//! Every SIMD path against the scalar reference, and the matmul against row-by-row dots.
+
+use super::matmul::{Acts, Matmul, QMatrix, matmul, matmul_many};
+use super::pool::ThreadPool;
+use super::*;
+use crate::formats::{GgmlType, Gguf, GgufWriter};
+use crate::quant::blocks::block_bytes;
+use crate::quant::quantize::*;
+use crate::quant::{f16_to_f32, f32_to_f16};
+use crate::testutil::wave;
+
+/// The SIMD tier of this machine, or `None` when it only has the scalar path.
+fn simd_level() -> Option<SimdLevel> {
+    let level = SimdLevel::detect();
+    (level != SimdLevel::Scalar).then_some(level)
+}
+
+fn close(simd: f32, reference: f32, magnitude: f32) {
+    let tol = 1e-5 * magnitude.max(1.0);
+    assert!(
+        (simd - reference).abs() <= tol,
+        "simd {simd} vs scalar {reference} (tolerance {tol})"
+    );
+}
+
+/// Σ|w|·|a|: the scale of the rounding error of a dot product.
+fn magnitude(w: &[f32], a: &[f32]) -> f32 {
+    w.iter().zip(a).map(|(x, y)| (x * y).abs()).sum()
+}
+
+const LENGTHS: [usize; 4] = [32, 64, 576, 1536];
+
+#[test]
+fn q4_1_simd_matches_scalar() {
+    let Some(level) = simd_level() else { return };
+    for (i, &n) in LENGTHS.iter().enumerate() {
+        let (w, a) = (wave(n, i as u32), wave(n, 100 + i as u32));
+        let (wq, aq) = (quantize_q4_1(&w), quantize_acts_q8_1(&a));
+        close(
+            dot_q4_1_q8_1(level, &wq, &aq),
+            scalar::dot_q4_1_q8_1(&wq, &aq),
+            magnitude(&w, &a),
+        );
+    }
+}
+
+#[test]
+fn q4_0_simd_matches_scalar() {
+    let Some(level) = simd_level() else { return };
+    for (i, &n) in LENGTHS.iter().enumerate() {
+        let (w, a) = (wave(n, 7 + i as u32), wave(n, 200 + i as u32));
+        let (wq, aq) = (quantize_q4_0(&w), quantize_acts_q8_0(&a));
+        close(
+            dot_q4_0_q8_0(level, &wq, &aq),
+            scalar::dot_q4_0_q8_0(&wq, &aq),
+            magnitude(&w, &a),
+        );
+    }
+}
+
+#[test]
+fn q8_0_simd_matches_scalar_including_extreme_bytes() {
+    let Some(level) = simd_level() else { return };
+    for (i, &n) in LENGTHS.iter().enumerate() {
+        let (w, a) = (wave(n, 9 + i as u32), wave(n, 300 + i as u32));
+        let (mut wq, aq) = (quantize_q8_0(&w), quantize_acts_q8_0(&a));
+        // A file may hold -128, which our quantizer never writes: the kernels must agree on it.
+        wq[0].qs[0] = -128;
+        wq[0].qs[31] = 127;
+        close(
+            dot_q8_0_q8_0(level, &wq, &aq),
+            scalar::dot_q8_0_q8_0(&wq, &aq),
+            2.0 * magnitude(&w, &a),
+        );
+    }
+}
+
+#[test]
+fn float_simd_matches_scalar_at_every_length() {
+    let Some(level) = simd_level() else { return };
+    for n in [0, 1, 7, 16, 17, 33, 576] {
+        let (w, a) = (wave(n, 1), wave(n, 2));
+        let halves: Vec<u16> = w.iter().map(|&x| f32_to_f16(x)).collect();
+        close(
+            dot_f32(level, &w, &a),
+            scalar::dot_f32(&w, &a),
+            magnitude(&w, &a),
+        );
+        close(
+            dot_f16_f32(level, &halves, &a),
+            scalar::dot_f16_f32(&halves, &a),
+            magnitude(&w, &a),
+        );
+    }
+}
+
+#[test]
+fn four_row_kernels_give_each_row_the_bits_of_the_one_row_kernel() {
+    let mut levels = vec![SimdLevel::Scalar];
+    levels.extend(simd_level());
+    for level in levels {
+        let rows: Vec<Vec<f32>> = (0..4).map(|i| wave(576, 50 + i)).collect();
+        let a = wave(576, 60);
+        let q41: Vec<_> = rows.iter().map(|r| quantize_q4_1(r)).collect();
+        let aq1 = quantize_acts_q8_1(&a);
+        let four = q4_1_q8_1_kernel4(level)([&q41[0], &q41[1], &q41[2], &q41[3]], &aq1);
+        for (row, got) in q41.iter().zip(four) {
+            assert_eq!(
+                got.to_bits(),
+                dot_q4_1_q8_1(level, row, &aq1).to_bits(),
+                "{level:?}"
+            );
+        }
+        let q80: Vec<_> = rows.iter().map(|r| quantize_q8_0(r)).collect();
+        let aq0 = quantize_acts_q8_0(&a);
+        let four = q8_0_q8_0_kernel4(level)([&q80[0], &q80[1], &q80[2], &q80[3]], &aq0);
+        for (row, got) in q80.iter().zip(four) {
+            assert_eq!(
+                got.to_bits(),
+                dot_q8_0_q8_0(level, row, &aq0).to_bits(),
+                "{level:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn axpy_f16_simd_matches_scalar() {
+    let Some(level) = simd_level() else { return };
+    for n in [0, 5, 8, 64, 67] {
+        let x: Vec<u16> = wave(n, 3).iter().map(|&v| f32_to_f16(v)).collect();
+        let (mut a, mut b) = (wave(n, 4), wave(n, 4));
+        axpy_f16(level, 0.37, &x, &mut a);
+        scalar::axpy_f16(0.37, &x, &mut b);
+        for (p, q) in a.iter().zip(&b) {
+            assert!((p - q).abs() <= 1e-6, "{p} vs {q}");
+        }
+    }
+}
+
+#[test]
+fn quantized_dot_is_the_dot_of_the_dequantized_values() {
+    let (w, a) = (wave(576, 3), wave(576, 4));
+    let (wq, aq) = (quantize_q4_1(&w), quantize_acts_q8_1(&a));
+    let mut wd = vec![0.0; 576];
+    dequantize_q4_1(&wq, &mut wd);
+    // Dequantized activations: d · q (the Q8_1 `s` field is d · Σq, so it adds nothing new).
+    let ad: Vec<f64> = aq
+        .iter()
+        .flat_map(|b| {
+            b.qs.iter()
+                .map(move |&q| f64::from(q) * f64::from(f16_to_f32(b.d)))
+        })
+        .collect();
+    let exact: f64 = wd.iter().zip(&ad).map(|(&x, &y)| f64::from(x) * y).sum();
+    let got = scalar::dot_q4_1_q8_1(&wq, &aq);
+    assert!(
+        (f64::from(got) - exact).abs() < 2e-3 * magnitude(&w, &a) as f64,
+        "{got} vs {exact}"
+    );
+}
+
+/// A one-matrix GGUF in memory, to get a `QMatrix` as the model does.
+fn matrix_file(ty: GgmlType, rows: usize, cols: usize) -> Gguf {
+    let w = wave(rows * cols, 11);
+    let data = match ty {
+        GgmlType::Q4_1 => block_bytes(&quantize_q4_1(&w)).to_vec(),
+        GgmlType::Q4_0 => block_bytes(&quantize_q4_0(&w)).to_vec(),
+        GgmlType::Q8_0 => block_bytes(&quantize_q8_0(&w)).to_vec(),
+        GgmlType::F16 => w
+            .iter()
+            .flat_map(|&x| f32_to_f16(x).to_le_bytes())
+            .collect(),
+        _ => w.iter().flat_map(|x| x.to_le_bytes()).collect(),
+    };
+    let mut file = GgufWriter::new();
+    file.tensor("w", &[cols as u64, rows as u64], ty, data);
+    Gguf::from_bytes(file.to_bytes()).unwrap()
+}
+
+#[test]
+fn matmul_equals_row_dots_and_is_identical_on_any_thread_count() {
+    for ty in [
+        GgmlType::Q4_1,
+        GgmlType::Q4_0,
+        GgmlType::Q8_0,
+        GgmlType::F16,
+        GgmlType::F32,
+    ] {
+        let (rows, cols, n_tok) = (100, 64, 3);
+        let file = matrix_file(ty, rows, cols);
+        let w = QMatrix::from_view(file.tensor("w").unwrap()).unwrap();
+        let x = wave(n_tok * cols, 5);
+        let acts = Acts::new(w.act_format(), &x, cols);
+        let mut one = vec![0.0; n_tok * rows];
+        matmul(&ThreadPool::new(1), &w, &acts, &mut one);
+        for threads in [2, 3] {
+            let mut many = vec![0.0; n_tok * rows];
+            matmul(&ThreadPool::new(threads), &w, &acts, &mut many);
+            assert_eq!(one, many, "{ty} with {threads} threads");
+        }
+        // Row r of token t, through the dequantized row and the plain f32 dot.
+        let mut row = vec![0.0; cols];
+        for t in 0..n_tok {
+            for r in [0, 31, 32, 99] {
+                w.row_f32(r, &mut row);
+                let reference = scalar::dot_f32(&row, &x[t * cols..(t + 1) * cols]);
+                let got = one[t * rows + r];
+                assert!(
+                    (got - reference).abs() < 0.05 * magnitude(&row, &x[t * cols..]).max(0.1),
+                    "{ty} t{t} r{r}: {got} vs {reference}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn matmul_many_runs_products_with_different_shapes_in_one_job() {
+    let a = matrix_file(GgmlType::Q4_1, 70, 64);
+    let b = matrix_file(GgmlType::Q4_1, 33, 64);
+    let (wa, wb) = (
+        QMatrix::from_view(a.tensor("w").unwrap()).unwrap(),
+        QMatrix::from_view(b.tensor("w").unwrap()).unwrap(),
+    );
+    let x = wave(2 * 64, 8);
+    let acts = Acts::new(wa.act_format(), &x, 64);
+    let pool = ThreadPool::new(2);
+    let (mut oa, mut ob) = (vec![0.0; 2 * 70], vec![0.0; 2 * 33]);
+    matmul_many(
+        &pool,
+        &mut [
+            Matmul {
+                w: &wa,
+                acts: &acts,
+                out: &mut oa,
+            },
+            Matmul {
+                w: &wb,
+                acts: &acts,
+                out: &mut ob,
+            },
+        ],
+    );
+    let (mut sa, mut sb) = (vec![0.0; 2 * 70], vec![0.0; 2 * 33]);
+    matmul(&pool, &wa, &acts, &mut sa);
+    matmul(&pool, &wb, &acts, &mut sb);
+    assert_eq!((oa, ob), (sa, sb));
+}
+
+#[test]
+fn unsupported_types_are_refused_with_the_tensor_name() {
+    let mut file = GgufWriter::new();
+    file.tensor(
+        "blk.0.ffn_up.weight",
+        &[256, 1],
+        GgmlType::Q4_K,
+        vec![0; 144],
+    );
+    let g = Gguf::from_bytes(file.to_bytes()).unwrap();
+    let err = QMatrix::from_view(g.tensor("blk.0.ffn_up.weight").unwrap())
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("blk.0.ffn_up.weight") && err.to_string().contains("Q4_K"));
+}

@@ -1,0 +1,359 @@
+//! The Llama forward pass: embeddings, then per block RMSNorm → attention (grouped-query, with
+//! RoPE and the KV cache) → residual → RMSNorm → SwiGLU feed-forward → residual, then the final
+//! norm and the output head (tied to the embeddings when the file has no `output.weight`).
+//!
+//! One call processes any number of new tokens of one sequence: the whole prompt at once
+//! (prefill: every weight matrix is read once for all prompt tokens) or one token (decode).
+
+use super::cache::KvCache;
+use super::config::{LlamaConfig, ModelError};
+use super::ops::{add_in_place, rmsnorm, rope, softmax, swiglu};
+use crate::formats::Gguf;
+use crate::kernels::matmul::{ActFormat, Acts, Matmul, QMatrix, matmul, matmul_many};
+use crate::kernels::pool::ThreadPool;
+use crate::kernels::{axpy_f16, dot_f16_f32, simd};
+use crate::quant::{f16_to_f32, f32_to_f16};
+use crate::tokenizer::TokenId;
+
+// ANCHOR: layer
+/// One transformer block's weights, borrowed from the mapped file.
+pub struct Layer<'a> {
+    pub attn_norm: &'a [f32], // (dim)
+    pub wq: QMatrix<'a>,      // (n_heads · head_dim, dim)
+    pub wk: QMatrix<'a>,      // (n_kv_heads · head_dim, dim)
+    pub wv: QMatrix<'a>,      // (n_kv_heads · head_dim, dim)
+    pub wo: QMatrix<'a>,      // (dim, n_heads · head_dim)
+    pub ffn_norm: &'a [f32],  // (dim)
+    pub w_gate: QMatrix<'a>,  // (ffn_dim, dim)
+    pub w_up: QMatrix<'a>,    // (ffn_dim, dim)
+    pub w_down: QMatrix<'a>,  // (dim, ffn_dim)
+}
+
+/// A Llama-family model over a memory-mapped GGUF file.
+pub struct Llama<'a> {
+    pub config: LlamaConfig,
+    pub token_embd: QMatrix<'a>, // (vocab, dim)
+    pub layers: Vec<Layer<'a>>,
+    pub output_norm: &'a [f32], // (dim)
+    /// The output head: `output.weight`, or `token_embd.weight` when tied.
+    pub output: QMatrix<'a>, // (vocab, dim)
+    pub tied_output: bool,
+}
+// ANCHOR_END: layer
+
+/// Which positions' logits a forward call returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logits {
+    /// Only the last new token's (generation).
+    Last,
+    /// Every new token's (perplexity, speculative decoding).
+    All,
+}
+
+impl<'a> Llama<'a> {
+    /// Checks and borrows every tensor the forward pass needs.
+    pub fn load(g: &'a Gguf) -> Result<Llama<'a>, ModelError> {
+        let c = LlamaConfig::from_gguf(g)?;
+        let matrix = |name: &str, rows: usize, cols: usize| -> Result<QMatrix<'a>, ModelError> {
+            let view = g.tensor(name)?;
+            let expected = vec![cols as u64, rows as u64];
+            if view.info.dims != expected {
+                return Err(ModelError::BadShape {
+                    name: name.into(),
+                    expected,
+                    found: view.info.dims.clone(),
+                });
+            }
+            Ok(QMatrix::from_view(view)?)
+        };
+        let vector = |name: &str, len: usize| -> Result<&'a [f32], ModelError> {
+            let view = g.tensor(name)?;
+            if view.info.dims != [len as u64] {
+                return Err(ModelError::BadShape {
+                    name: name.into(),
+                    expected: vec![len as u64],
+                    found: view.info.dims.clone(),
+                });
+            }
+            Ok(view.as_f32()?)
+        };
+        let (d, hd) = (c.dim, c.head_dim);
+        let layers = (0..c.n_layers)
+            .map(|i| {
+                let n = |suffix: &str| format!("blk.{i}.{suffix}.weight");
+                Ok(Layer {
+                    attn_norm: vector(&n("attn_norm"), d)?,
+                    wq: matrix(&n("attn_q"), c.n_heads * hd, d)?,
+                    wk: matrix(&n("attn_k"), c.n_kv_heads * hd, d)?,
+                    wv: matrix(&n("attn_v"), c.n_kv_heads * hd, d)?,
+                    wo: matrix(&n("attn_output"), d, c.n_heads * hd)?,
+                    ffn_norm: vector(&n("ffn_norm"), d)?,
+                    w_gate: matrix(&n("ffn_gate"), c.ffn_dim, d)?,
+                    w_up: matrix(&n("ffn_up"), c.ffn_dim, d)?,
+                    w_down: matrix(&n("ffn_down"), d, c.ffn_dim)?,
+                })
+            })
+            .collect::<Result<Vec<_>, ModelError>>()?;
+        let token_embd = matrix("token_embd.weight", c.vocab_size, d)?;
+        let (output, tied_output) = match g.tensor_info("output.weight") {
+            Some(_) => (matrix("output.weight", c.vocab_size, d)?, false),
+            None => (token_embd, true),
+        };
+        Ok(Llama {
+            output_norm: vector("output_norm.weight", d)?,
+            config: c,
+            token_embd,
+            layers,
+            output,
+            tied_output,
+        })
+    }
+
+    /// Bytes of weights read to decode one token: every matrix once, plus one embedding row.
+    pub fn bytes_per_token(&self) -> u64 {
+        let m = |q: &QMatrix| (q.rows * q.row_bytes) as u64;
+        let layers: u64 = self
+            .layers
+            .iter()
+            .map(|l| {
+                m(&l.wq)
+                    + m(&l.wk)
+                    + m(&l.wv)
+                    + m(&l.wo)
+                    + m(&l.w_gate)
+                    + m(&l.w_up)
+                    + m(&l.w_down)
+                    + 8 * self.config.dim as u64
+            })
+            .sum();
+        layers + m(&self.output) + self.token_embd.row_bytes as u64 + 4 * self.config.dim as u64
+    }
+
+    // ANCHOR: forward
+    /// Runs `tokens` (the next tokens of the sequence in `cache`) through the model, appends
+    /// their keys and values to the cache, and returns logits: `vocab` floats per returned
+    /// position (the last token's, or every token's).
+    pub fn forward(
+        &self,
+        pool: &ThreadPool,
+        cache: &mut KvCache,
+        tokens: &[TokenId],
+        which: Logits,
+    ) -> Result<Vec<f32>, ModelError> {
+        let c = &self.config;
+        if tokens.is_empty() {
+            return Err(ModelError::EmptyInput);
+        }
+        if let Some(&id) = tokens.iter().find(|&&id| id as usize >= c.vocab_size) {
+            return Err(ModelError::TokenOutOfRange {
+                id,
+                vocab: c.vocab_size,
+            });
+        }
+        cache.check_room(tokens.len())?;
+        let n = tokens.len();
+        let positions: Vec<usize> = (cache.len()..cache.len() + n).collect();
+        let (d, kv) = (c.dim, c.kv_dim());
+
+        // The residual stream: one row of `dim` floats per token.
+        let mut x = vec![0.0f32; n * d];
+        for (row, &id) in x.chunks_exact_mut(d).zip(tokens) {
+            self.token_embd.row_f32(id as usize, row);
+        }
+        let mut xn = vec![0.0f32; n * d];
+        let (mut q, mut k, mut v) = (vec![0.0; n * d], vec![0.0; n * kv], vec![0.0; n * kv]);
+        let mut att = vec![0.0f32; n * d];
+        let mut proj = vec![0.0f32; n * d];
+        let (mut gate, mut up) = (vec![0.0f32; n * c.ffn_dim], vec![0.0f32; n * c.ffn_dim]);
+
+        for (li, layer) in self.layers.iter().enumerate() {
+            // Attention block.
+            rmsnorm(&x, layer.attn_norm, c.rms_eps, &mut xn);
+            let acts = ActsFor::new(&xn, d, &[&layer.wq, &layer.wk, &layer.wv]);
+            matmul_many(
+                pool,
+                &mut [
+                    Matmul {
+                        w: &layer.wq,
+                        acts: acts.get(&layer.wq),
+                        out: &mut q,
+                    },
+                    Matmul {
+                        w: &layer.wk,
+                        acts: acts.get(&layer.wk),
+                        out: &mut k,
+                    },
+                    Matmul {
+                        w: &layer.wv,
+                        acts: acts.get(&layer.wv),
+                        out: &mut v,
+                    },
+                ],
+            );
+            rope(
+                &mut q,
+                &positions,
+                c.n_heads,
+                c.head_dim,
+                c.rope_dims,
+                c.rope_theta,
+            );
+            rope(
+                &mut k,
+                &positions,
+                c.n_kv_heads,
+                c.head_dim,
+                c.rope_dims,
+                c.rope_theta,
+            );
+            cache.append(li, &k, &v);
+            attention(
+                pool,
+                c,
+                &q,
+                cache.keys(li, positions[0] + n),
+                cache.values(li, positions[0] + n),
+                positions[0],
+                &mut att,
+            );
+            matmul(
+                pool,
+                &layer.wo,
+                &Acts::new(layer.wo.act_format(), &att, d),
+                &mut proj,
+            );
+            add_in_place(&mut x, &proj);
+
+            // Feed-forward block.
+            rmsnorm(&x, layer.ffn_norm, c.rms_eps, &mut xn);
+            let acts = ActsFor::new(&xn, d, &[&layer.w_gate, &layer.w_up]);
+            matmul_many(
+                pool,
+                &mut [
+                    Matmul {
+                        w: &layer.w_gate,
+                        acts: acts.get(&layer.w_gate),
+                        out: &mut gate,
+                    },
+                    Matmul {
+                        w: &layer.w_up,
+                        acts: acts.get(&layer.w_up),
+                        out: &mut up,
+                    },
+                ],
+            );
+            swiglu(&mut gate, &up);
+            matmul(
+                pool,
+                &layer.w_down,
+                &Acts::new(layer.w_down.act_format(), &gate, c.ffn_dim),
+                &mut proj,
+            );
+            add_in_place(&mut x, &proj);
+        }
+        cache.commit(n);
+
+        // Final norm and output head, for the rows whose logits are wanted.
+        let rows = match which {
+            Logits::Last => &x[(n - 1) * d..],
+            Logits::All => &x[..],
+        };
+        let mut normed = vec![0.0f32; rows.len()];
+        rmsnorm(rows, self.output_norm, c.rms_eps, &mut normed);
+        let mut logits = vec![0.0f32; rows.len() / d * c.vocab_size];
+        matmul(
+            pool,
+            &self.output,
+            &Acts::new(self.output.act_format(), &normed, d),
+            &mut logits,
+        );
+        Ok(logits)
+    }
+    // ANCHOR_END: forward
+}
+
+/// One input quantized once per activation format its weight matrices need (Q, K and V
+/// usually share one format, so the input is quantized once for all three).
+struct ActsFor {
+    made: Vec<(ActFormat, Acts)>,
+}
+
+impl ActsFor {
+    fn new(x: &[f32], cols: usize, weights: &[&QMatrix]) -> ActsFor {
+        let mut made: Vec<(ActFormat, Acts)> = Vec::new();
+        for w in weights {
+            let format = w.act_format();
+            if !made.iter().any(|(f, _)| *f == format) {
+                made.push((format, Acts::new(format, x, cols)));
+            }
+        }
+        ActsFor { made }
+    }
+
+    fn get(&self, w: &QMatrix) -> &Acts {
+        let format = w.act_format();
+        &self
+            .made
+            .iter()
+            .find(|(f, _)| *f == format)
+            .expect("quantized in ActsFor::new")
+            .1
+    }
+}
+
+// ANCHOR: attention
+/// Causal grouped-query attention for `n` new queries at positions `start..start + n`, over
+/// the cached (f16) keys and values of positions `0..start + n`. One pool task per query head.
+/// Like llama.cpp, the query and the attention weights are rounded to f16 before their
+/// products with the f16 cache.
+fn attention(
+    pool: &ThreadPool,
+    c: &LlamaConfig,
+    q: &[f32],
+    keys: &[u16],
+    values: &[u16],
+    start: usize,
+    out: &mut [f32],
+) {
+    let (hd, kv_dim, d) = (c.head_dim, c.kv_dim(), c.dim);
+    let group = c.n_heads / c.n_kv_heads;
+    let n = q.len() / d;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let level = simd();
+    let shared = SharedRows(out.as_mut_ptr());
+    pool.run(c.n_heads, &|h| {
+        let kv_head = h / group;
+        let at = |p: usize| p * kv_dim + kv_head * hd..p * kv_dim + (kv_head + 1) * hd;
+        let mut scores = Vec::with_capacity(start + n);
+        let mut acc = vec![0.0f32; hd];
+        for t in 0..n {
+            let q_t: Vec<f32> = q[t * d + h * hd..t * d + (h + 1) * hd]
+                .iter()
+                .map(|&x| f16_to_f32(f32_to_f16(x)))
+                .collect();
+            let visible = start + t + 1; // causal: positions 0..=start+t
+            scores.clear();
+            scores.extend((0..visible).map(|p| dot_f16_f32(level, &keys[at(p)], &q_t) * scale));
+            softmax(&mut scores);
+            acc.fill(0.0);
+            for (p, &w) in scores.iter().enumerate() {
+                axpy_f16(level, f16_to_f32(f32_to_f16(w)), &values[at(p)], &mut acc);
+            }
+            // SAFETY: task h writes only columns h·hd..(h+1)·hd of each row; rows have d columns.
+            unsafe {
+                std::ptr::copy_nonoverlapping(acc.as_ptr(), shared.get().add(t * d + h * hd), hd)
+            };
+        }
+    });
+}
+// ANCHOR_END: attention
+
+struct SharedRows(*mut f32);
+
+impl SharedRows {
+    fn get(&self) -> *mut f32 {
+        self.0
+    }
+}
+// SAFETY: attention tasks write disjoint column ranges, and pool.run returns after all tasks.
+unsafe impl Sync for SharedRows {}

@@ -1,0 +1,14 @@
+//! The Llama-family model: hyper-parameters from the file, the forward pass, the KV cache.
+
+pub mod cache;
+pub mod config;
+pub mod ggml_exp;
+pub mod llama;
+pub mod ops;
+
+#[cfg(test)]
+mod tests;
+
+pub use cache::KvCache;
+pub use config::{LlamaConfig, ModelError};
+pub use llama::{Llama, Logits};

@@ -1,0 +1,142 @@
+//! The small operations between the matrix products, written to match GGML's CPU code
+//! (same formulas, same order of rounding where it matters).
+
+// ANCHOR: rmsnorm
+/// RMSNorm of each `dim`-long row of `x` into `out`: x / sqrt(mean(x²) + eps) · weight.
+/// The sum of squares is taken in f64, as GGML does.
+pub fn rmsnorm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+    let dim = weight.len();
+    for (row, out) in x.chunks_exact(dim).zip(out.chunks_exact_mut(dim)) {
+        let sum: f64 = row.iter().map(|&v| f64::from(v * v)).sum();
+        let mean = (sum / dim as f64) as f32;
+        let scale = 1.0 / (mean + eps).sqrt();
+        for ((o, &v), &w) in out.iter_mut().zip(row).zip(weight) {
+            *o = (v * scale) * w;
+        }
+    }
+}
+// ANCHOR_END: rmsnorm
+
+// ANCHOR: rope
+crate::multiversion! {
+/// Rotary position embedding, GGUF's Llama layout: within each head, dimension pairs
+/// (0,1), (2,3), … are rotated by angle pos · θ^(−2i/rope_dims). `x` holds rows of
+/// `n_heads × head_dim`, row t at position `positions[t]`. Dimensions past `rope_dims` are
+/// left as they are.
+pub fn rope(x: &mut [f32], positions: &[usize], n_heads: usize, head_dim: usize, rope_dims: usize, theta: f32) {
+    let theta_scale = theta.powf(-2.0 / rope_dims as f32);
+    let mut cos_sin = vec![(0.0f32, 0.0f32); rope_dims / 2];
+    for (row, &pos) in x.chunks_exact_mut(n_heads * head_dim).zip(positions) {
+        // Angles by repeated multiplication, as GGML computes them (not powf per pair).
+        let mut angle = pos as f32;
+        for cs in cos_sin.iter_mut() {
+            *cs = (angle.cos(), angle.sin());
+            angle *= theta_scale;
+        }
+        for head in row.chunks_exact_mut(head_dim) {
+            for (pair, &(cos, sin)) in head[..rope_dims].chunks_exact_mut(2).zip(&cos_sin) {
+                let (x0, x1) = (pair[0], pair[1]);
+                // Fused as GCC fuses GGML's `x0*cos - x1*sin` and `x0*sin + x1*cos` (it contracts
+                // them into FMAs): one rounding fewer, and the same bits as llama.cpp.
+                pair[0] = x0.mul_add(cos, -(x1 * sin));
+                pair[1] = x0.mul_add(sin, x1 * cos);
+            }
+        }
+    }
+}
+}
+// ANCHOR_END: rope
+
+// ANCHOR: swiglu
+crate::multiversion! {
+/// SwiGLU: silu(gate) · up, elementwise, into `gate`. silu(x) = x / (1 + e^(−x)).
+pub fn swiglu(gate: &mut [f32], up: &[f32]) {
+    for (g, &u) in gate.iter_mut().zip(up) {
+        *g = *g / (1.0 + super::ggml_exp::expf(-*g)) * u;
+    }
+}
+}
+// ANCHOR_END: swiglu
+
+crate::multiversion! {
+/// In-place softmax as GGML computes it on x86: exponentials by [`super::ggml_exp::expf`]
+/// in groups of 8, each group summed in f32 as an 8-lane register is (pairs of halves),
+/// the groups summed in f64. The input is treated as padded with −∞ to a multiple of 8.
+pub fn softmax(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0f64;
+    for group in x.chunks_mut(8) {
+        let mut lanes = [0.0f32; 8];
+        for (lane, v) in lanes.iter_mut().zip(group.iter_mut()) {
+            *v = super::ggml_exp::expf(*v - max);
+            *lane = *v;
+        }
+        sum += f64::from(hsum8(&lanes));
+    }
+    let inv = (1.0 / sum) as f32;
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}
+}
+
+/// Sum of 8 lanes in the order of an AVX2 horizontal sum: halves, then pairs, then the last two.
+pub fn hsum8(l: &[f32; 8]) -> f32 {
+    let s = [l[0] + l[4], l[1] + l[5], l[2] + l[6], l[3] + l[7]];
+    (s[0] + s[2]) + (s[1] + s[3])
+}
+
+/// `x += y`, elementwise.
+pub fn add_in_place(x: &mut [f32], y: &[f32]) {
+    for (a, &b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rmsnorm_gives_unit_rms_times_weight() {
+        let x = [3.0f32, 4.0, 0.0, 0.0];
+        let mut out = [0.0; 4];
+        rmsnorm(&x, &[1.0, 2.0, 1.0, 1.0], 0.0, &mut out);
+        // rms = sqrt((9 + 16) / 4) = 2.5
+        assert_eq!(out, [1.2, 3.2, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn rope_at_position_zero_is_identity_and_preserves_norms() {
+        let original: Vec<f32> = (0..16).map(|i| i as f32 * 0.1 - 0.7).collect();
+        let mut x = original.clone();
+        rope(&mut x, &[0], 2, 8, 8, 10_000.0);
+        assert_eq!(x, original);
+        rope(&mut x, &[17], 2, 8, 8, 10_000.0);
+        for (a, b) in x.chunks(2).zip(original.chunks(2)) {
+            let (na, nb) = (a[0].hypot(a[1]), b[0].hypot(b[1]));
+            assert!((na - nb).abs() < 1e-5);
+        }
+        // The first pair turns by exactly pos radians.
+        let angle = x[1].atan2(x[0]) - original[1].atan2(original[0]);
+        let wrapped = (angle - 17.0).rem_euclid(std::f32::consts::TAU);
+        assert!(!(1e-4..=std::f32::consts::TAU - 1e-4).contains(&wrapped));
+    }
+
+    #[test]
+    fn softmax_sums_to_one_and_survives_large_logits() {
+        let mut x = [1000.0f32, 1001.0, 999.0];
+        softmax(&mut x);
+        assert!((x.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert!(x[1] > x[0] && x[0] > x[2]);
+    }
+
+    #[test]
+    fn swiglu_is_silu_times_up() {
+        let mut g = [0.0f32, 2.0, -2.0];
+        swiglu(&mut g, &[5.0, 1.0, 1.0]);
+        assert_eq!(g[0], 0.0);
+        assert!((g[1] - 2.0 / (1.0 + (-2.0f32).exp())).abs() < 1e-6);
+        assert!(g[2] < 0.0 && g[2] > -0.3);
+    }
+}
