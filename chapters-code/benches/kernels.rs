@@ -33,7 +33,7 @@ fn q4_1_matvec(c: &mut Criterion) {
         .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_secs(2))
         .throughput(Throughput::Bytes((w.len() * 20) as u64));
-    group.bench_function("scalar reference, one row at a time", |b| {
+    group.bench_function("scalar reference, 8-bit activations", |b| {
         b.iter(|| {
             for (o, row) in out.iter_mut().zip(&rows) {
                 *o = kernels::scalar::dot_q4_1_q8_1(row, &a);
@@ -41,24 +41,43 @@ fn q4_1_matvec(c: &mut Criterion) {
             black_box(&out);
         })
     });
+    let x = wave(COLS, 2);
+    let with_f32 = kernels::q4_1_f32_kernel(level);
+    group.bench_function(
+        format!("{level}, f32 activations (weights dequantized in registers)"),
+        |b| {
+            b.iter(|| {
+                for (o, row) in out.iter_mut().zip(&rows) {
+                    *o = with_f32(row, &x);
+                }
+                black_box(&out);
+            })
+        },
+    );
     let one = kernels::q4_1_q8_1_kernel(level);
-    group.bench_function(format!("{level}, one row at a time"), |b| {
-        b.iter(|| {
-            for (o, row) in out.iter_mut().zip(&rows) {
-                *o = one(row, &a);
-            }
-            black_box(&out);
-        })
-    });
+    group.bench_function(
+        format!("{level}, 8-bit activations, one row at a time"),
+        |b| {
+            b.iter(|| {
+                for (o, row) in out.iter_mut().zip(&rows) {
+                    *o = one(row, &a);
+                }
+                black_box(&out);
+            })
+        },
+    );
     let four = kernels::q4_1_q8_1_kernel4(level);
-    group.bench_function(format!("{level}, four rows at a time + prefetch"), |b| {
-        b.iter(|| {
-            for (o, r) in out.chunks_exact_mut(4).zip(rows.chunks_exact(4)) {
-                o.copy_from_slice(&four([r[0], r[1], r[2], r[3]], &a));
-            }
-            black_box(&out);
-        })
-    });
+    group.bench_function(
+        format!("{level}, 8-bit activations, four rows at a time + prefetch"),
+        |b| {
+            b.iter(|| {
+                for (o, r) in out.chunks_exact_mut(4).zip(rows.chunks_exact(4)) {
+                    o.copy_from_slice(&four([r[0], r[1], r[2], r[3]], &a));
+                }
+                black_box(&out);
+            })
+        },
+    );
     group.finish();
 }
 

@@ -103,3 +103,114 @@ fn bad_flags_are_refused_with_a_message() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("possible values"));
 }
+
+#[test]
+fn every_demo_explains_its_flags() {
+    for (bin, flags) in [
+        (
+            env!("CARGO_BIN_EXE_demo-tgi-architecture"),
+            &[
+                "--prompt",
+                "--max-tokens",
+                "--temperature",
+                "--chat",
+                "--stream",
+                "--output",
+            ][..],
+        ),
+        (
+            env!("CARGO_BIN_EXE_demo-perplexity"),
+            &["--file", "--ctx", "--chunks", "--output"][..],
+        ),
+        (
+            env!("CARGO_BIN_EXE_demo-model-file"),
+            &["--model", "--benchmark", "--output"][..],
+        ),
+    ] {
+        let out = run(bin, &["--help"]);
+        assert!(out.status.success());
+        let help = String::from_utf8_lossy(&out.stdout);
+        for flag in flags {
+            assert!(help.contains(flag), "{bin} --help lacks {flag}");
+        }
+    }
+}
+
+#[test]
+fn a_missing_model_names_the_command_that_fetches_it() {
+    let out = run(
+        env!("CARGO_BIN_EXE_demo-tgi-architecture"),
+        &["--model", "/nonexistent/model.gguf"],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cargo xtask fetch-model"), "{err}");
+}
+
+#[test]
+fn tgi_json_has_ids_text_and_timings_for_scripts() {
+    if chapters_code::assets::model_for_tests().is_none() {
+        return;
+    }
+    let out = run(
+        env!("CARGO_BIN_EXE_demo-tgi-architecture"),
+        &["--output", "json", "--max-tokens", "8", "--threads", "1"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = &report["result"];
+    let france = chapters_code::reference::france();
+    let ids = |v: &serde_json::Value| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&r["prompt_ids"]), france.prompt_ids);
+    assert_eq!(ids(&r["generated_ids"]), france.greedy_ids[..8]);
+    assert!(france.greedy_text.starts_with(r["text"].as_str().unwrap()));
+    for stage in ["load", "tokenize", "prefill", "decode", "detokenize"] {
+        assert!(
+            r["timings_ms"][stage].as_f64().is_some(),
+            "timing of {stage}"
+        );
+    }
+    assert!(r["tokens_per_s"]["decode"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn perplexity_json_has_ppl_and_tokens() {
+    if chapters_code::assets::model_for_tests().is_none()
+        || chapters_code::assets::perplexity_text_for_tests().is_none()
+    {
+        return;
+    }
+    let out = run(
+        env!("CARGO_BIN_EXE_demo-perplexity"),
+        &["--output", "json", "--chunks", "1", "--verify"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["result"]["ppl"].as_f64().unwrap() > 1.0);
+    assert_eq!(report["result"]["tokens"], 75_678);
+    assert_eq!(report["verified"], true);
+}
+
+#[test]
+fn bad_sampling_parameters_are_refused_with_their_name() {
+    let out = run(
+        env!("CARGO_BIN_EXE_demo-tgi-architecture"),
+        &["--top-p", "0", "--model", "/nonexistent"],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("top_p"));
+}

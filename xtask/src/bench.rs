@@ -37,6 +37,10 @@ pub const DEMOS: &[DemoJob] = &[
         args: &["--benchmark", "--output", "json"],
     },
     DemoJob {
+        bin: "demo-model-file",
+        args: &["--benchmark", "--output", "json", "--verify"],
+    },
+    DemoJob {
         bin: "demo-tgi-architecture",
         args: &["--benchmark", "--output", "json"],
     },

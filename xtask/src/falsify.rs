@@ -109,7 +109,158 @@ pub const CLAIMS: &[Claim] = &[
             )
         },
     },
+    Claim {
+        id: "TGI-1",
+        chapter: "From prompt to tokens",
+        statement: "Greedy decoding of the reference prompt reproduces llama.cpp's 48 tokens exactly",
+        check: |root| parity_row(root, "greedy tokens identical"),
+    },
+    Claim {
+        id: "TGI-2",
+        chapter: "From prompt to tokens",
+        statement: "The last position's top-5 logits are llama.cpp's ids, within 1e-2 of its values",
+        check: |root| parity_row(root, "largest |logit difference| in the top 5"),
+    },
+    Claim {
+        id: "TGI-3",
+        chapter: "From prompt to tokens",
+        statement: "Perplexity on the reference text at context 512 is within 1% of llama-perplexity's",
+        check: |root| {
+            let Some(t) = table(root, "perplexity")? else {
+                return Ok(missing("perplexity"));
+            };
+            let ppl = |engine: &str| {
+                t.table
+                    .rows
+                    .iter()
+                    .find(|r| {
+                        r.get("engine")
+                            .and_then(|v| v.as_str())
+                            .is_some_and(|e| e.starts_with(engine))
+                    })
+                    .and_then(|r| r.get("ppl")?.as_f64())
+            };
+            Ok(match (ppl("chapters-code"), ppl("llama.cpp")) {
+                (Some(ours), Some(theirs)) => {
+                    let rel = ours / theirs - 1.0;
+                    let evidence = format!("{ours:.4} against {theirs:.4} ({:+.2}%)", 100.0 * rel);
+                    if rel.abs() < 0.01 {
+                        Verdict::Holds(evidence)
+                    } else {
+                        Verdict::Falsified(evidence)
+                    }
+                }
+                _ => missing("perplexity"),
+            })
+        },
+    },
+    Claim {
+        id: "TGI-4",
+        chapter: "From prompt to tokens",
+        statement: "Decoding on one thread is at least as fast as llama.cpp's on the same machine",
+        check: |root| {
+            let (Some(ours), Some(peer)) =
+                (table(root, "engine-speed")?, table(root, "peer-llama-cpp")?)
+            else {
+                return Ok(Verdict::NotMeasured("needs benchmarks/engine-speed.json and benchmarks/peer-llama-cpp.json (cargo xtask bench --peer llama-cpp)".into()));
+            };
+            let decode = |t: &BenchFile| {
+                t.table
+                    .rows
+                    .iter()
+                    .find(|r| r.get("threads").and_then(|v| v.as_i64()) == Some(1))
+                    .and_then(|r| r.get("decode")?.as_f64())
+            };
+            Ok(match (decode(&ours), decode(&peer)) {
+                (Some(a), Some(b)) => {
+                    let evidence = format!("{a:.1} against llama.cpp's {b:.1} (tokens per second)");
+                    if a >= b {
+                        Verdict::Holds(evidence)
+                    } else {
+                        Verdict::Falsified(evidence)
+                    }
+                }
+                _ => missing("engine-speed"),
+            })
+        },
+    },
+    Claim {
+        id: "TGI-5",
+        chapter: "From prompt to tokens",
+        statement: "Decoding on one thread reaches at least half of the memory-bandwidth bound",
+        check: |root| {
+            let Some(t) = table(root, "engine-speed")? else {
+                return Ok(missing("engine-speed"));
+            };
+            let share = t
+                .table
+                .rows
+                .iter()
+                .find(|r| r.get("threads").and_then(|v| v.as_i64()) == Some(1))
+                .and_then(|r| r.get("share")?.as_f64());
+            Ok(match share {
+                Some(s) => {
+                    let evidence = format!("{s:.0}% of the bound");
+                    if s >= 50.0 {
+                        Verdict::Holds(evidence)
+                    } else {
+                        Verdict::Falsified(evidence)
+                    }
+                }
+                None => missing("engine-speed"),
+            })
+        },
+    },
+    Claim {
+        id: "TGI-6",
+        chapter: "From prompt to tokens",
+        statement: "A second thread speeds decoding up (threads that sleep instead of spinning)",
+        check: |root| {
+            let Some(t) = table(root, "engine-speed")? else {
+                return Ok(missing("engine-speed"));
+            };
+            let decode: Vec<(i64, f64)> = t
+                .table
+                .rows
+                .iter()
+                .filter_map(|r| Some((r.get("threads")?.as_i64()?, r.get("decode")?.as_f64()?)))
+                .collect();
+            Ok(match (decode.first(), decode.last()) {
+                (Some(&(1, one)), Some(&(n, many))) if n > 1 => {
+                    let evidence =
+                        format!("1 thread {one:.1}, {n} threads {many:.1} (tokens per second)");
+                    if many > one {
+                        Verdict::Holds(evidence)
+                    } else {
+                        Verdict::Falsified(evidence)
+                    }
+                }
+                _ => Verdict::NotMeasured("needs a machine with more than one core".into()),
+            })
+        },
+    },
 ];
+
+/// A row of the parity table: holds when its last column says yes.
+fn parity_row(root: &Path, check: &str) -> Result<Verdict> {
+    let Some(t) = table(root, "tgi-parity")? else {
+        return Ok(missing("tgi-parity"));
+    };
+    let Some(row) = t
+        .table
+        .rows
+        .iter()
+        .find(|r| r.get("check").and_then(|v| v.as_str()) == Some(check))
+    else {
+        return Ok(missing("tgi-parity"));
+    };
+    let ours = row.get("ours").and_then(|v| v.as_str()).unwrap_or("?");
+    Ok(match row.get("ok").and_then(|v| v.as_bool()) {
+        Some(true) => Verdict::Holds(ours.to_string()),
+        Some(false) => Verdict::Falsified(ours.to_string()),
+        None => missing("tgi-parity"),
+    })
+}
 
 fn table(root: &Path, name: &str) -> Result<Option<BenchFile>> {
     BenchFile::load(root, name)

@@ -9,6 +9,7 @@ pub mod falsify;
 pub mod fetch;
 pub mod inject;
 pub mod markdown;
+pub mod peers;
 pub mod render_check;
 
 use std::path::PathBuf;

@@ -2,7 +2,7 @@
 
 use anyhow::{Result, bail};
 use clap::{Parser, Subcommand};
-use xtask::{bench, book, falsify, fetch, render_check, workspace_root};
+use xtask::{bench, book, falsify, fetch, peers, render_check, workspace_root};
 
 /// Build, measure and check the book *Production ML with Hugging Face, in Rust*.
 #[derive(Parser)]
@@ -30,6 +30,10 @@ enum Cmd {
         /// Only jobs whose table or binary name contains this text.
         #[arg(long)]
         only: Option<String>,
+        /// Also measure a peer on the same machine and workload (`llama-cpp`: builds
+        /// llama-cpp-python from source on first use, or uses $PRODML_LLAMA_CPP_PYTHON).
+        #[arg(long, value_parser = ["llama-cpp"])]
+        peer: Option<String>,
     },
     /// Rewrite the chapters' measured tables from benchmarks/*.json (no measuring).
     Inject,
@@ -62,8 +66,11 @@ fn main() -> Result<()> {
                 open_in_browser(&index);
             }
         }
-        Cmd::Bench { only } => {
-            let written = bench::run(&root, only.as_deref())?;
+        Cmd::Bench { only, peer } => {
+            let mut written = bench::run(&root, only.as_deref())?;
+            if peer.as_deref() == Some("llama-cpp") {
+                written.push(peers::llama_cpp(&root)?);
+            }
             for path in &written {
                 println!("wrote {}", path.display());
             }

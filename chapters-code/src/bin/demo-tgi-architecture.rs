@@ -202,6 +202,10 @@ fn main() -> Result<()> {
         json!(format!("{} tokens", generation.generated_ids.len())),
     ]);
 
+    let mut tables = vec![stages];
+    if let Some((_, details)) = &verified {
+        tables.push(parity_table(details));
+    }
     let report = Report {
         demo: "tgi-architecture".into(),
         provenance: Provenance::current(),
@@ -221,7 +225,7 @@ fn main() -> Result<()> {
             "memory": memory,
             "verify": verified.as_ref().map(|v| &v.1),
         }),
-        tables: vec![stages],
+        tables,
         verified: verified.as_ref().map(|v| v.0),
     };
     report.emit(cli.demo.output, |out| {
@@ -253,6 +257,61 @@ fn main() -> Result<()> {
         std::process::exit(1);
     }
     Ok(())
+}
+
+/// The parity check as a table for the chapter.
+fn parity_table(details: &serde_json::Value) -> Table {
+    let france = reference::france();
+    let mut t = Table::new(
+        "tgi-parity",
+        "Parity with llama.cpp on \"The capital of France is\" (greedy)",
+        vec![
+            Column::new("check", "Check"),
+            Column::new("ours", "chapters-code"),
+            Column::new("llama", "llama.cpp"),
+            Column::new("ok", "Identical / within 1e-2"),
+        ],
+    );
+    let top5 = details["top5"].as_array().cloned().unwrap_or_default();
+    let ours_ids: Vec<u64> = top5.iter().filter_map(|p| p[0].as_u64()).collect();
+    let ref_ids: Vec<u32> = france.last_pos_top5.iter().map(|p| p.0).collect();
+    let matching = details["greedy_matching"].as_u64().unwrap_or(0);
+    t.push(vec![
+        json!("greedy tokens identical"),
+        json!(format!("{matching} of {}", france.greedy_ids.len())),
+        json!(france.greedy_ids.len()),
+        json!(matching as usize == france.greedy_ids.len()),
+    ]);
+    t.push(vec![
+        json!("top-5 token ids, last prompt position"),
+        json!(format!("{ours_ids:?}")),
+        json!(format!("{ref_ids:?}")),
+        json!(
+            ours_ids
+                .iter()
+                .zip(&ref_ids)
+                .all(|(a, b)| *a == u64::from(*b))
+        ),
+    ]);
+    for (i, (p, r)) in top5.iter().zip(&france.last_pos_top5).enumerate() {
+        let ours = p[1].as_f64().unwrap_or(f64::NAN);
+        t.push(vec![
+            json!(format!("logit of top-{} token", i + 1)),
+            json!(format!("{ours:.4}")),
+            json!(format!("{:.4}", r.1)),
+            json!((ours - f64::from(r.1)).abs() < 1e-2),
+        ]);
+    }
+    t.push(vec![
+        json!("largest |logit difference| in the top 5"),
+        json!(format!(
+            "{:.5}",
+            details["max_logit_diff"].as_f64().unwrap_or(f64::NAN)
+        )),
+        json!("—"),
+        json!(details["max_logit_diff"].as_f64().is_some_and(|d| d < 1e-2)),
+    ]);
+    t
 }
 
 /// llm.c-style check against llama.cpp's reference: greedy ids and last-position logits.
@@ -289,7 +348,10 @@ fn verify(model: &Llama, tokenizer: &Tokenizer, pool: &ThreadPool) -> (bool, ser
         .zip(&france.greedy_ids)
         .take_while(|(a, b)| a == b)
         .count();
-    let ok = prompt == france.prompt_ids && matching == france.greedy_ids.len() && top5_ids_ok;
+    let ok = prompt == france.prompt_ids
+        && matching == france.greedy_ids.len()
+        && top5_ids_ok
+        && max_diff < 1e-2;
     let summary = format!(
         "verify against llama.cpp: {} — prompt ids {}, greedy {}/{} tokens identical, top-5 ids {}, max |logit diff| {:.4}",
         if ok { "OK" } else { "NOT OK" },

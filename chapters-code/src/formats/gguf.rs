@@ -186,6 +186,18 @@ pub struct Gguf {
     pub data_offset: u64,
 }
 
+impl std::fmt::Debug for Gguf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gguf")
+            .field("version", &self.version)
+            .field("bytes", &self.file_len())
+            .field("mapped", &self.is_mapped())
+            .field("metadata", &self.metadata.len())
+            .field("tensors", &self.tensors.len())
+            .finish()
+    }
+}
+
 /// A zero-copy view of one tensor's bytes.
 #[derive(Clone, Copy)]
 pub struct TensorView<'a> {

@@ -297,3 +297,29 @@ fn the_course_model_opens_mapped() {
     assert_eq!((embd.row_len(), embd.n_rows()), (576, 49152));
     assert_eq!(g.file_len(), 98_362_432);
 }
+
+#[test]
+fn random_multi_byte_corruptions_never_panic() {
+    // A stable-Rust stand-in for the cargo-fuzz target: seeded random edits of a valid file.
+    let bytes = small_file();
+    let mut rng = crate::sampling::Rng::new(42);
+    for _ in 0..20_000 {
+        let mut b = bytes.clone();
+        let edits = 1 + rng.next_u64() % 8;
+        for _ in 0..edits {
+            let pos = (rng.next_u64() % b.len() as u64) as usize;
+            b[pos] = rng.next_u64() as u8;
+        }
+        if rng.next_u64().is_multiple_of(4) {
+            b.truncate((rng.next_u64() % b.len() as u64) as usize);
+        }
+        if let Ok(g) = Gguf::from_bytes(b) {
+            for info in &g.tensors {
+                assert_eq!(
+                    g.tensor(&info.name).unwrap().data.len() as u64,
+                    info.n_bytes
+                );
+            }
+        }
+    }
+}

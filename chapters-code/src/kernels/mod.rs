@@ -76,6 +76,21 @@ dispatch!(
     /// Q4_1 weights · Q8_1 activations.
     dot_q4_1_q8_1, q4_1_q8_1_kernel(&[BlockQ4_1], &[BlockQ8_1])
 );
+/// Q4_1 weights · f32 activations (no NEON path: aarch64 runs the scalar reference).
+pub fn q4_1_f32_kernel(level: SimdLevel) -> fn(&[BlockQ4_1], &[f32]) -> f32 {
+    match path(level) {
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx2 if level.is_supported() => {
+            fn simd(w: &[BlockQ4_1], x: &[f32]) -> f32 {
+                // SAFETY: handed out only after the AVX2/FMA/F16C check above.
+                unsafe { avx2::dot_q4_1_f32(w, x) }
+            }
+            simd
+        }
+        _ => scalar::dot_q4_1_f32,
+    }
+}
+
 dispatch!(
     /// Q4_0 weights · Q8_0 activations.
     dot_q4_0_q8_0, q4_0_q8_0_kernel(&[BlockQ4_0], &[BlockQ8_0])

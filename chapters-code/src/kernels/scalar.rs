@@ -21,6 +21,20 @@ pub fn dot_q4_1_q8_1(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
 }
 // ANCHOR_END: dot_q4_1_q8_1
 
+/// Σ w·x for a Q4_1 weight row and f32 activations: each weight dequantized on the fly
+/// (d·q + m). The alternative to quantizing the activations; the kernels bench compares them.
+pub fn dot_q4_1_f32(w: &[BlockQ4_1], x: &[f32]) -> f32 {
+    let mut sum = 0.0f32;
+    for (b, xs) in w.iter().zip(x.chunks_exact(QK)) {
+        let (d, m) = (f16_to_f32(b.d), f16_to_f32(b.m));
+        for j in 0..QK / 2 {
+            sum += (f32::from(b.qs[j] & 0x0f) * d + m) * xs[j];
+            sum += (f32::from(b.qs[j] >> 4) * d + m) * xs[j + QK / 2];
+        }
+    }
+    sum
+}
+
 /// Σ w·a for a Q4_0 weight row (w = d·(q − 8)) and Q8_0 activations.
 pub fn dot_q4_0_q8_0(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
     let mut sum = 0.0f32;

@@ -45,6 +45,28 @@ fn q4_1_simd_matches_scalar() {
 }
 
 #[test]
+fn q4_1_with_f32_activations_simd_matches_scalar_and_the_dequantized_dot() {
+    let levels: Vec<SimdLevel> = [SimdLevel::Scalar]
+        .into_iter()
+        .chain(simd_level())
+        .collect();
+    for (i, &n) in LENGTHS.iter().enumerate() {
+        let (w, x) = (wave(n, 20 + i as u32), wave(n, 30 + i as u32));
+        let wq = quantize_q4_1(&w);
+        let mut wd = vec![0.0; n];
+        dequantize_q4_1(&wq, &mut wd);
+        let reference = scalar::dot_f32(&wd, &x);
+        for &level in &levels {
+            close(
+                q4_1_f32_kernel(level)(&wq, &x),
+                reference,
+                magnitude(&w, &x),
+            );
+        }
+    }
+}
+
+#[test]
 fn q4_0_simd_matches_scalar() {
     let Some(level) = simd_level() else { return };
     for (i, &n) in LENGTHS.iter().enumerate() {

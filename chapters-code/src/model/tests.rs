@@ -151,3 +151,56 @@ fn bad_input_is_an_error() {
         assert_eq!(cache.len(), 0, "a refused call leaves the cache as it was");
     });
 }
+
+#[test]
+fn other_architectures_are_refused_by_name() {
+    use crate::formats::{GgufWriter, Value};
+    let mut w = GgufWriter::new();
+    w.meta("general.architecture", Value::String("gpt2".into()));
+    let g = Gguf::from_bytes(w.to_bytes()).unwrap();
+    let err = Llama::load(&g).err().unwrap();
+    assert!(
+        matches!(err, ModelError::UnsupportedArchitecture(ref a) if a == "gpt2"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("Llama"));
+}
+
+#[test]
+fn sampled_generation_depends_only_on_the_seed() {
+    use crate::generate::{Request, generate};
+    use crate::sampling::SamplingParams;
+    let Some(path) = crate::assets::model_for_tests() else {
+        return;
+    };
+    let g = Gguf::open(path).unwrap();
+    let model = Llama::load(&g).unwrap();
+    let tokenizer = crate::tokenizer::Tokenizer::from_gguf(&g).unwrap();
+    let request = |seed| Request {
+        prompt_ids: tokenizer.encode("Once upon a time", true),
+        max_tokens: 16,
+        sampling: SamplingParams {
+            temperature: 0.9,
+            top_p: 0.95,
+            seed,
+            ..Default::default()
+        },
+        stop_tokens: vec![],
+        stop_strings: vec![],
+    };
+    let run = |seed, threads| {
+        generate(
+            &model,
+            &tokenizer,
+            &ThreadPool::new(threads),
+            &request(seed),
+            |_| {},
+        )
+        .unwrap()
+        .generated_ids
+    };
+    let first = run(42, 1);
+    assert_eq!(first, run(42, 1), "same seed, same run");
+    assert_eq!(first, run(42, 2), "same seed, other thread count");
+    assert_ne!(first, run(43, 1), "another seed, another text");
+}
