@@ -65,10 +65,12 @@ pub fn perplexity(
     for chunk in 0..chunks {
         let ids = &tokens[chunk * ctx..(chunk + 1) * ctx];
         cache.clear();
-        let logits = model.forward(pool, &mut cache, ids, Logits::All)?;
+        // Logits of positions first..ctx only: the output head is a large matrix.
+        let logits = model.forward(pool, &mut cache, ids, Logits::From(first))?;
         // Position j predicts token j + 1; score j in first..ctx-1.
         for j in first..ctx - 1 {
-            let v = nll(&logits[j * vocab..(j + 1) * vocab], ids[j + 1]);
+            let row = j - first;
+            let v = nll(&logits[row * vocab..(row + 1) * vocab], ids[j + 1]);
             sum += v;
             sum_sq += v * v;
             count += 1;

@@ -46,8 +46,10 @@ pub struct Llama<'a> {
 pub enum Logits {
     /// Only the last new token's (generation).
     Last,
-    /// Every new token's (perplexity, speculative decoding).
+    /// Every new token's (speculative decoding).
     All,
+    /// The new tokens' from index `i` on (perplexity scores only the second half of a chunk).
+    From(usize),
 }
 
 impl<'a> Llama<'a> {
@@ -173,21 +175,9 @@ impl<'a> Llama<'a> {
             matmul_many(
                 pool,
                 &mut [
-                    Matmul {
-                        w: &layer.wq,
-                        acts: acts.get(&layer.wq),
-                        out: &mut q,
-                    },
-                    Matmul {
-                        w: &layer.wk,
-                        acts: acts.get(&layer.wk),
-                        out: &mut k,
-                    },
-                    Matmul {
-                        w: &layer.wv,
-                        acts: acts.get(&layer.wv),
-                        out: &mut v,
-                    },
+                    acts.product(&layer.wq, &mut q),
+                    acts.product(&layer.wk, &mut k),
+                    acts.product(&layer.wv, &mut v),
                 ],
             );
             rope(
@@ -230,16 +220,8 @@ impl<'a> Llama<'a> {
             matmul_many(
                 pool,
                 &mut [
-                    Matmul {
-                        w: &layer.w_gate,
-                        acts: acts.get(&layer.w_gate),
-                        out: &mut gate,
-                    },
-                    Matmul {
-                        w: &layer.w_up,
-                        acts: acts.get(&layer.w_up),
-                        out: &mut up,
-                    },
+                    acts.product(&layer.w_gate, &mut gate),
+                    acts.product(&layer.w_up, &mut up),
                 ],
             );
             swiglu(&mut gate, &up);
@@ -257,6 +239,7 @@ impl<'a> Llama<'a> {
         let rows = match which {
             Logits::Last => &x[(n - 1) * d..],
             Logits::All => &x[..],
+            Logits::From(i) => &x[i.min(n - 1) * d..],
         };
         let mut normed = vec![0.0f32; rows.len()];
         rmsnorm(rows, self.output_norm, c.rms_eps, &mut normed);
@@ -290,14 +273,16 @@ impl ActsFor {
         ActsFor { made }
     }
 
-    fn get(&self, w: &QMatrix) -> &Acts {
+    /// The product of `w` with these activations, into `out`.
+    fn product<'s, 'w>(&'s self, w: &'s QMatrix<'w>, out: &'s mut [f32]) -> Matmul<'s, 'w> {
         let format = w.act_format();
-        &self
+        let acts = &self
             .made
             .iter()
             .find(|(f, _)| *f == format)
             .expect("quantized in ActsFor::new")
-            .1
+            .1;
+        Matmul { w, acts, out }
     }
 }
 
