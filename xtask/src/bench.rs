@@ -139,40 +139,47 @@ pub fn run(root: &Path, filter: Option<&str>) -> Result<Vec<PathBuf>> {
         }
     }
     for job in DEMOS.iter().filter(|j| wanted(j.bin)) {
-        let mut args = vec![
-            "run",
-            "--release",
-            "-q",
-            "-p",
-            "chapters-code",
-            "--bin",
-            job.bin,
-            "--",
-        ];
-        args.extend(job.args);
-        eprintln!("== cargo {}", args.join(" "));
-        let out = Command::new(cargo())
-            .current_dir(root)
-            .args(&args)
-            .stderr(Stdio::inherit())
-            .output()
-            .context("running a demo")?;
-        if !out.status.success() {
-            bail!("{} failed ({})", job.bin, out.status);
-        }
-        let report: Report = serde_json::from_slice(&out.stdout)
-            .with_context(|| format!("{} did not print a JSON report", job.bin))?;
-        let mut provenance = report.provenance;
-        provenance.command = format!("cargo {}", command_line(args.iter().map(|s| s.to_string())));
+        let report = run_demo(root, job)?;
         for table in report.tables {
             let file = BenchFile {
                 table,
-                provenance: provenance.clone(),
+                provenance: report.provenance.clone(),
             };
             written.push(file.save(root)?);
         }
     }
     Ok(written)
+}
+
+/// Runs a demo in release mode and returns its JSON report, with the provenance's command set
+/// to the exact cargo command that ran it.
+pub fn run_demo(root: &Path, job: &DemoJob) -> Result<Report> {
+    let mut args = vec![
+        "run",
+        "--release",
+        "-q",
+        "-p",
+        "chapters-code",
+        "--bin",
+        job.bin,
+        "--",
+    ];
+    args.extend(job.args);
+    eprintln!("== cargo {}", args.join(" "));
+    let out = Command::new(cargo())
+        .current_dir(root)
+        .args(&args)
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running a demo")?;
+    if !out.status.success() {
+        bail!("{} failed ({})", job.bin, out.status);
+    }
+    let mut report: Report = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("{} did not print a JSON report", job.bin))?;
+    report.provenance.command =
+        format!("cargo {}", command_line(args.iter().map(|s| s.to_string())));
+    Ok(report)
 }
 
 /// Reads criterion's estimates for one group: one row per benchmark run since `since`, in the

@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 use chapters_code::assets;
-use chapters_code::demo::{Column, DemoArgs, Provenance, Report, Table, progress};
+use chapters_code::demo::{Column, DemoArgs, ModelArgs, Provenance, Report, Table, progress};
 use chapters_code::eval::perplexity;
 use chapters_code::kernels::pool::ThreadPool;
 use chapters_code::model::Llama;
@@ -23,6 +23,9 @@ struct Cli {
     #[command(flatten)]
     demo: DemoArgs,
 
+    #[command(flatten)]
+    run: ModelArgs,
+
     /// Text file [default: models/lee_background.cor, the course's reference text].
     #[arg(long)]
     file: Option<PathBuf>,
@@ -34,24 +37,13 @@ struct Cli {
     /// Evaluate only the first N chunks [default: all].
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     chunks: Option<u64>,
-
-    /// Threads [default: all logical cores].
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..1025))]
-    threads: Option<u64>,
-
-    /// Model file [default: $PRODML_MODEL or models/SmolLM2-135M-Instruct.Q4_1.gguf].
-    #[arg(long)]
-    model: Option<PathBuf>,
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
     cli.demo.check_output()?;
-    let threads = cli.threads.map_or_else(
-        || std::thread::available_parallelism().map_or(1, |n| n.get()),
-        |t| t as usize,
-    );
-    let model_path = cli.model.clone().unwrap_or_else(assets::model_path);
+    let threads = cli.run.threads();
+    let model_path = cli.run.model_path();
     let text_path = cli
         .file
         .clone()
@@ -86,7 +78,7 @@ fn main() -> Result<()> {
     // llama.cpp's number applies to the course text, the course model, the whole text at 512.
     let reference = &reference::get().perplexity;
     let is_reference_run = cli.file.is_none()
-        && cli.model.is_none()
+        && cli.run.model.is_none()
         && ctx == 512
         && result.chunks == tokens.len() / 512;
     let mut table = Table::new(

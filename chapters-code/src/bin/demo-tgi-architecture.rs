@@ -3,7 +3,9 @@
 
 use anyhow::{Context, Result, bail};
 use chapters_code::assets;
-use chapters_code::demo::{Column, DemoArgs, OutputMode, Provenance, Report, Table, progress};
+use chapters_code::demo::{
+    Column, DemoArgs, ModelArgs, OutputMode, Provenance, Report, Table, progress,
+};
 use chapters_code::generate::{Request, default_stop_tokens, generate};
 use chapters_code::hw::memory::ProcessMemory;
 use chapters_code::hw::roofline;
@@ -15,7 +17,6 @@ use chapters_code::tokenizer::{ChatMessage, Tokenizer};
 use clap::Parser;
 use serde_json::json;
 use std::io::Write;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// Run a prompt through a real LLM (SmolLM2-135M-Instruct by default) stage by stage:
@@ -26,6 +27,9 @@ use std::time::{Duration, Instant};
 struct Cli {
     #[command(flatten)]
     demo: DemoArgs,
+
+    #[command(flatten)]
+    run: ModelArgs,
 
     /// Prompt text. Special tokens such as <|im_start|> are parsed; no BOS token is added
     /// (as llama.cpp does for this model).
@@ -71,14 +75,6 @@ struct Cli {
     /// Print the text as it is generated (stdout mode).
     #[arg(long)]
     stream: bool,
-
-    /// Threads for the matrix products [default: all logical cores].
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..1025))]
-    threads: Option<u64>,
-
-    /// Model file [default: $PRODML_MODEL or models/SmolLM2-135M-Instruct.Q4_1.gguf].
-    #[arg(long)]
-    model: Option<PathBuf>,
 }
 
 fn main() -> Result<()> {
@@ -94,11 +90,8 @@ fn main() -> Result<()> {
         ..SamplingParams::default()
     };
     sampling.validate()?;
-    let threads = cli.threads.map_or_else(
-        || std::thread::available_parallelism().map_or(1, |n| n.get()),
-        |t| t as usize,
-    );
-    let path = cli.model.clone().unwrap_or_else(assets::model_path);
+    let threads = cli.run.threads();
+    let path = cli.run.model_path();
 
     let t = Instant::now();
     let gguf = assets::open_model(&path)?;
@@ -505,13 +498,6 @@ fn benchmark(
         verified: None,
     };
     report.emit(cli.demo.output, |out| {
-        writeln!(
-            out,
-            "benchmark of {}",
-            cli.model
-                .as_ref()
-                .map_or(assets::model_path(), |p| p.clone())
-                .display()
-        )
+        writeln!(out, "benchmark of {}", cli.run.model_path().display())
     })
 }

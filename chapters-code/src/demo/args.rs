@@ -63,3 +63,30 @@ impl DemoArgs {
         Ok(())
     }
 }
+
+/// Flags of the demos that run the model.
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Model file [default: $PRODML_MODEL or models/SmolLM2-135M-Instruct.Q4_1.gguf].
+    #[arg(long)]
+    pub model: Option<std::path::PathBuf>,
+
+    /// Threads for the matrix products [default: all logical cores].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..1025))]
+    pub threads: Option<u64>,
+}
+
+impl ModelArgs {
+    /// `--model`, or the course model's default location.
+    pub fn model_path(&self) -> std::path::PathBuf {
+        self.model.clone().unwrap_or_else(crate::assets::model_path)
+    }
+
+    /// `--threads`, or every logical core.
+    pub fn threads(&self) -> usize {
+        self.threads.map_or_else(
+            || std::thread::available_parallelism().map_or(1, |n| n.get()),
+            |t| t as usize,
+        )
+    }
+}

@@ -78,43 +78,22 @@ pub fn llama_cpp(root: &Path) -> Result<PathBuf> {
     let (mut ours, mut theirs) = (Best::new(), Best::new());
     let mut version = String::new();
     let mut system_info = String::new();
-    let demo_args = [
-        "run",
-        "--release",
-        "-q",
-        "-p",
-        "chapters-code",
-        "--bin",
-        "demo-tgi-architecture",
-        "--",
-        "--benchmark",
-        "--output",
-        "json",
-    ];
+    let demo = crate::bench::DemoJob {
+        bin: "demo-tgi-architecture",
+        args: &["--benchmark", "--output", "json"],
+    };
     for round in 1..=ROUNDS {
         eprintln!("== side by side with llama.cpp, round {round} of {ROUNDS}");
-        let out = Command::new(crate::book::cargo())
-            .current_dir(root)
-            .args(demo_args)
-            .output()?;
-        if !out.status.success() {
-            bail!(
-                "demo-tgi-architecture --benchmark failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        let report: Value = serde_json::from_slice(&out.stdout)?;
-        let speed = report["tables"]
-            .as_array()
-            .and_then(|t| t.iter().find(|t| t["name"] == "engine-speed"))
+        let report = crate::bench::run_demo(root, &demo)?;
+        let speed = report
+            .tables
+            .iter()
+            .find(|t| t.name == "engine-speed")
             .context("the demo reported no engine-speed table")?;
-        for row in speed["rows"].as_array().cloned().unwrap_or_default() {
-            if let (Some(t), Some(p), Some(d)) = (
-                row["threads"].as_i64(),
-                row["prefill"].as_f64(),
-                row["decode"].as_f64(),
-            ) {
-                keep_best(&mut ours, t, p, d);
+        for row in &speed.rows {
+            let get = |key: &str| row.get(key).and_then(Value::as_f64);
+            if let (Some(t), Some(p), Some(d)) = (get("threads"), get("prefill"), get("decode")) {
+                keep_best(&mut ours, t as i64, p, d);
             }
         }
         let out = Command::new(&python)
