@@ -29,6 +29,8 @@ pub enum FinishReason {
     Stop,
     /// `max_tokens` reached (or the context is full).
     Length,
+    /// The request's deadline passed (engine only).
+    Timeout,
 }
 
 /// Wall time of each stage.

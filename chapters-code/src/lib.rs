@@ -13,6 +13,8 @@
 //! | [`sampling`] | choosing the next token (From prompt to tokens) |
 //! | [`generate`] | one request end to end, with stage timings |
 //! | [`eval`] | perplexity, as llama.cpp computes it |
+//! | [`kv`] | the paged KV cache (The KV cache) |
+//! | [`engine`] | continuous batching: scheduler, replay, engine thread |
 //! | [`reference`] | llama.cpp's outputs we check against |
 //! | [`kernels`] | dot products and matmul, scalar and SIMD (every chapter) |
 //! | [`assets`] | where the model and texts live |
@@ -20,11 +22,13 @@
 
 pub mod assets;
 pub mod demo;
+pub mod engine;
 pub mod eval;
 pub mod formats;
 pub mod generate;
 pub mod hw;
 pub mod kernels;
+pub mod kv;
 pub mod model;
 pub mod quant;
 pub mod reference;

@@ -12,6 +12,7 @@ use crate::formats::Gguf;
 use crate::kernels::matmul::{ActFormat, Acts, Matmul, QMatrix, matmul, matmul_many};
 use crate::kernels::pool::ThreadPool;
 use crate::kernels::{axpy_f16, dot_f16_f32, simd};
+use crate::kv::KvBatch;
 use crate::quant::{f16_to_f32, f32_to_f16};
 use crate::tokenizer::TokenId;
 
@@ -40,6 +41,15 @@ pub struct Llama<'a> {
     pub tied_output: bool,
 }
 // ANCHOR_END: layer
+
+/// One sequence's part of a batched forward step.
+#[derive(Debug, Clone, Copy)]
+pub struct SeqStep<'t> {
+    /// The sequence's new tokens.
+    pub tokens: &'t [TokenId],
+    /// Which of them need logits.
+    pub logits: Logits,
+}
 
 /// Which positions' logits a forward call returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,28 +152,58 @@ impl<'a> Llama<'a> {
         tokens: &[TokenId],
         which: Logits,
     ) -> Result<Vec<f32>, ModelError> {
+        let mut logits = self.forward_batch(
+            pool,
+            cache,
+            &[SeqStep {
+                tokens,
+                logits: which,
+            }],
+        )?;
+        Ok(logits.pop().unwrap_or_default())
+    }
+
+    /// One forward step of several sequences at once: every sequence's new tokens go through
+    /// each weight matrix together — the weights are read once for the whole batch — while
+    /// attention runs per sequence over its own keys and values in `kv`. Returns each
+    /// sequence's logits, in order.
+    pub fn forward_batch(
+        &self,
+        pool: &ThreadPool,
+        kv: &mut dyn KvBatch,
+        steps: &[SeqStep<'_>],
+    ) -> Result<Vec<Vec<f32>>, ModelError> {
         let c = &self.config;
-        if tokens.is_empty() {
+        if steps.is_empty() || steps.iter().any(|s| s.tokens.is_empty()) {
             return Err(ModelError::EmptyInput);
         }
-        if let Some(&id) = tokens.iter().find(|&&id| id as usize >= c.vocab_size) {
-            return Err(ModelError::TokenOutOfRange {
-                id,
-                vocab: c.vocab_size,
-            });
+        for (s, step) in steps.iter().enumerate() {
+            if let Some(&id) = step.tokens.iter().find(|&&id| id as usize >= c.vocab_size) {
+                return Err(ModelError::TokenOutOfRange {
+                    id,
+                    vocab: c.vocab_size,
+                });
+            }
+            kv.check_room(s, step.tokens.len())?;
         }
-        cache.check_room(tokens.len())?;
-        let n = tokens.len();
-        let positions: Vec<usize> = (cache.len()..cache.len() + n).collect();
-        let (d, kv) = (c.dim, c.kv_dim());
+        // Row r of the batch is token `positions[r]` of sequence `owner[r]`.
+        let n: usize = steps.iter().map(|s| s.tokens.len()).sum();
+        let mut positions = Vec::with_capacity(n);
+        let mut firsts = Vec::with_capacity(steps.len()); // first batch row of each sequence
+        for (s, step) in steps.iter().enumerate() {
+            firsts.push(positions.len());
+            positions.extend(kv.len(s)..kv.len(s) + step.tokens.len());
+        }
+        let (d, kvd) = (c.dim, c.kv_dim());
 
         // The residual stream: one row of `dim` floats per token.
         let mut x = vec![0.0f32; n * d];
-        for (row, &id) in x.chunks_exact_mut(d).zip(tokens) {
+        let all_tokens = steps.iter().flat_map(|s| s.tokens.iter());
+        for (row, &id) in x.chunks_exact_mut(d).zip(all_tokens) {
             self.token_embd.row_f32(id as usize, row);
         }
         let mut xn = vec![0.0f32; n * d];
-        let (mut q, mut k, mut v) = (vec![0.0; n * d], vec![0.0; n * kv], vec![0.0; n * kv]);
+        let (mut q, mut k, mut v) = (vec![0.0; n * d], vec![0.0; n * kvd], vec![0.0; n * kvd]);
         let mut att = vec![0.0f32; n * d];
         let mut proj = vec![0.0f32; n * d];
         let (mut gate, mut up) = (vec![0.0f32; n * c.ffn_dim], vec![0.0f32; n * c.ffn_dim]);
@@ -196,16 +236,16 @@ impl<'a> Llama<'a> {
                 c.rope_dims,
                 c.rope_theta,
             );
-            cache.append(li, &k, &v);
-            attention(
-                pool,
-                c,
-                &q,
-                cache.keys(li, positions[0] + n),
-                cache.values(li, positions[0] + n),
-                positions[0],
-                &mut att,
-            );
+            for (s, step) in steps.iter().enumerate() {
+                let rows = firsts[s]..firsts[s] + step.tokens.len();
+                kv.append(
+                    s,
+                    li,
+                    &k[rows.start * kvd..rows.end * kvd],
+                    &v[rows.start * kvd..rows.end * kvd],
+                );
+            }
+            attention(pool, c, &q, &*kv, li, steps, &firsts, &mut att);
             matmul(
                 pool,
                 &layer.wo,
@@ -233,16 +273,28 @@ impl<'a> Llama<'a> {
             );
             add_in_place(&mut x, &proj);
         }
-        cache.commit(n);
+        for (s, step) in steps.iter().enumerate() {
+            kv.commit(s, step.tokens.len());
+        }
 
-        // Final norm and output head, for the rows whose logits are wanted.
-        let rows = match which {
-            Logits::Last => &x[(n - 1) * d..],
-            Logits::All => &x[..],
-            Logits::From(i) => &x[i.min(n - 1) * d..],
-        };
+        // Final norm and output head, for the rows whose logits are wanted — all sequences'
+        // rows in one product.
+        let mut wanted: Vec<std::ops::Range<usize>> = Vec::with_capacity(steps.len());
+        for (s, step) in steps.iter().enumerate() {
+            let len = step.tokens.len();
+            let from = match step.logits {
+                Logits::Last => len - 1,
+                Logits::All => 0,
+                Logits::From(i) => i.min(len - 1),
+            };
+            wanted.push(firsts[s] + from..firsts[s] + len);
+        }
+        let rows: Vec<f32> = wanted
+            .iter()
+            .flat_map(|r| x[r.start * d..r.end * d].iter().copied())
+            .collect();
         let mut normed = vec![0.0f32; rows.len()];
-        rmsnorm(rows, self.output_norm, c.rms_eps, &mut normed);
+        rmsnorm(&rows, self.output_norm, c.rms_eps, &mut normed);
         let mut logits = vec![0.0f32; rows.len() / d * c.vocab_size];
         matmul(
             pool,
@@ -250,7 +302,14 @@ impl<'a> Llama<'a> {
             &Acts::new(self.output.act_format(), &normed, d),
             &mut logits,
         );
-        Ok(logits)
+        let mut out = Vec::with_capacity(steps.len());
+        let mut at = 0;
+        for r in wanted {
+            let len = r.len() * c.vocab_size;
+            out.push(logits[at..at + len].to_vec());
+            at += len;
+        }
+        Ok(out)
     }
     // ANCHOR_END: forward
 }
@@ -287,46 +346,66 @@ impl ActsFor {
 }
 
 // ANCHOR: attention
-/// Causal grouped-query attention for `n` new queries at positions `start..start + n`, over
-/// the cached (f16) keys and values of positions `0..start + n`. One pool task per query head.
+/// Causal grouped-query attention for every new token of every sequence of the step: token
+/// `r` of the batch (a query at position `p` of its sequence) attends to positions `0..=p`
+/// of its own sequence, read from `kv` in chunks. One pool task per (sequence, query head).
 /// Like llama.cpp, the query and the attention weights are rounded to f16 before their
 /// products with the f16 cache.
+#[allow(clippy::too_many_arguments)]
 fn attention(
     pool: &ThreadPool,
     c: &LlamaConfig,
     q: &[f32],
-    keys: &[u16],
-    values: &[u16],
-    start: usize,
+    kv: &dyn KvBatch,
+    layer: usize,
+    steps: &[SeqStep<'_>],
+    firsts: &[usize],
     out: &mut [f32],
 ) {
-    let (hd, kv_dim, d) = (c.head_dim, c.kv_dim(), c.dim);
+    let (hd, d) = (c.head_dim, c.dim);
     let group = c.n_heads / c.n_kv_heads;
-    let n = q.len() / d;
     let scale = 1.0 / (hd as f32).sqrt();
     let level = simd();
     let shared = SharedRows(out.as_mut_ptr());
-    pool.run(c.n_heads, &|h| {
-        let kv_head = h / group;
-        let at = |p: usize| p * kv_dim + kv_head * hd..p * kv_dim + (kv_head + 1) * hd;
+    pool.run(steps.len() * c.n_heads, &|task| {
+        let (s, h) = (task / c.n_heads, task % c.n_heads);
+        let n = steps[s].tokens.len();
+        let start = kv.len(s);
+        let chunks = kv.chunks(s, layer, start + n);
+        let head = (h / group) * hd..(h / group + 1) * hd; // this head's columns of a KV row
+        let kv_dim = c.kv_dim();
         let mut scores = Vec::with_capacity(start + n);
         let mut acc = vec![0.0f32; hd];
         for t in 0..n {
-            let q_t: Vec<f32> = q[t * d + h * hd..t * d + (h + 1) * hd]
+            let row = firsts[s] + t;
+            let q_t: Vec<f32> = q[row * d + h * hd..row * d + (h + 1) * hd]
                 .iter()
                 .map(|&x| f16_to_f32(f32_to_f16(x)))
                 .collect();
-            let visible = start + t + 1; // causal: positions 0..=start+t
+            let mut visible = start + t + 1; // causal: positions 0..=start+t
             scores.clear();
-            scores.extend((0..visible).map(|p| dot_f16_f32(level, &keys[at(p)], &q_t) * scale));
+            for chunk in &chunks {
+                for p in 0..chunk.len.min(visible) {
+                    let k = &chunk.keys[p * kv_dim..(p + 1) * kv_dim][head.clone()];
+                    scores.push(dot_f16_f32(level, k, &q_t) * scale);
+                }
+                visible = visible.saturating_sub(chunk.len);
+            }
             softmax(&mut scores);
             acc.fill(0.0);
-            for (p, &w) in scores.iter().enumerate() {
-                axpy_f16(level, f16_to_f32(f32_to_f16(w)), &values[at(p)], &mut acc);
+            let mut weights = scores.iter();
+            'chunks: for chunk in &chunks {
+                for p in 0..chunk.len {
+                    let Some(&w) = weights.next() else {
+                        break 'chunks;
+                    };
+                    let v = &chunk.values[p * kv_dim..(p + 1) * kv_dim][head.clone()];
+                    axpy_f16(level, f16_to_f32(f32_to_f16(w)), v, &mut acc);
+                }
             }
-            // SAFETY: task h writes only columns h·hd..(h+1)·hd of each row; rows have d columns.
+            // SAFETY: task (s, h) writes only columns h·hd..(h+1)·hd of its sequence's rows.
             unsafe {
-                std::ptr::copy_nonoverlapping(acc.as_ptr(), shared.get().add(t * d + h * hd), hd)
+                std::ptr::copy_nonoverlapping(acc.as_ptr(), shared.get().add(row * d + h * hd), hd)
             };
         }
     });

@@ -1,0 +1,305 @@
+//! The engine on its own thread, for the server: requests come in through a channel, events go
+//! out through one channel per request, and the scheduler steps while there is work. The model
+//! lives on this thread; the server only holds the tokenizer.
+
+use super::{EngineRequest, Event, EventSink, RequestId, Scheduler, SchedulerConfig};
+use crate::formats::Gguf;
+use crate::generate::Request;
+use crate::kernels::pool::ThreadPool;
+use crate::model::{Llama, ModelError};
+use crate::tokenizer::Tokenizer;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+
+/// Why a request was not taken.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum SubmitError {
+    #[error("the queue is full ({0} requests waiting); retry later")]
+    QueueFull(usize),
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A snapshot of the engine for /metrics and /health.
+#[derive(Debug, Clone, Default)]
+pub struct RunnerStats {
+    pub waiting: usize,
+    pub running: usize,
+    pub blocks_used: usize,
+    pub blocks_total: usize,
+    pub steps: u64,
+    pub preemptions: u64,
+    pub prefix_hit_tokens: u64,
+}
+
+enum Command {
+    Submit(EngineRequest, UnboundedSender<Event>),
+    Cancel(RequestId),
+}
+
+/// The engine thread and the handles to talk to it.
+pub struct Runner {
+    commands: Mutex<mpsc::Sender<Command>>,
+    stats: Arc<Mutex<RunnerStats>>,
+    next_id: AtomicU64,
+    /// Requests submitted and not finished (queue + batch): the admission limit counts these.
+    in_flight: Arc<AtomicUsize>,
+    max_in_flight: usize,
+    shutting_down: AtomicBool,
+    /// Longest prompt the engine can take, in tokens.
+    pub max_prompt_tokens: usize,
+    /// The engine thread; it ends when the runner is dropped and the engine is idle.
+    _thread: JoinHandle<()>,
+}
+
+/// Forwards events to each request's channel; a closed channel cancels the request.
+struct Channels {
+    senders: HashMap<RequestId, UnboundedSender<Event>>,
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl EventSink for Channels {
+    fn send(&mut self, id: RequestId, event: Event) -> bool {
+        let last = matches!(event, Event::Finished(_));
+        let ok = self
+            .senders
+            .get(&id)
+            .is_some_and(|tx| tx.send(event).is_ok());
+        if (last || !ok) && self.senders.remove(&id).is_some() {
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        }
+        ok
+    }
+}
+
+impl Runner {
+    /// Loads the model from `gguf` on a new thread and starts stepping. `max_in_flight`
+    /// bounds queue + batch: more requests are refused (429).
+    pub fn start(
+        gguf: Gguf,
+        threads: usize,
+        config: SchedulerConfig,
+        max_in_flight: usize,
+    ) -> Result<Runner, ModelError> {
+        // Validate on this thread so that errors reach the caller.
+        let probe = Llama::load(&gguf)?;
+        let max_prompt_tokens = {
+            let pool = crate::kv::BlockPool::with_budget(
+                &probe.config,
+                config.block_tokens,
+                config.kv_budget_bytes,
+            );
+            (pool.total_blocks() * config.block_tokens).min(probe.config.context_length) - 1
+        };
+        drop(probe);
+        let tokenizer =
+            Tokenizer::from_gguf(&gguf).map_err(|e| ModelError::BadConfig(e.to_string()))?;
+        let (tx, rx) = mpsc::channel::<Command>();
+        let stats = Arc::new(Mutex::new(RunnerStats::default()));
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let thread_stats = Arc::clone(&stats);
+        let thread_in_flight = Arc::clone(&in_flight);
+        let handle = std::thread::Builder::new()
+            .name("prodml-engine".into())
+            .spawn(move || {
+                let model = Llama::load(&gguf).expect("loaded once above");
+                let pool = ThreadPool::new(threads);
+                let mut scheduler = Scheduler::new(&model, &tokenizer, config);
+                let mut channels = Channels {
+                    senders: HashMap::new(),
+                    in_flight: thread_in_flight,
+                };
+                engine_loop(&mut scheduler, &pool, &rx, &mut channels, &thread_stats);
+            })
+            .map_err(|e| ModelError::BadConfig(format!("cannot start the engine thread: {e}")))?;
+        Ok(Runner {
+            commands: Mutex::new(tx),
+            stats,
+            next_id: AtomicU64::new(1),
+            in_flight,
+            max_in_flight,
+            shutting_down: AtomicBool::new(false),
+            max_prompt_tokens,
+            _thread: handle,
+        })
+    }
+
+    /// Queues a request; events arrive on the returned channel, ending with `Finished`.
+    /// Dropping the receiver cancels the request.
+    pub fn submit(
+        &self,
+        request: Request,
+        logprobs: Option<usize>,
+        timeout: Option<Duration>,
+    ) -> Result<(RequestId, UnboundedReceiver<Event>), SubmitError> {
+        if self.shutting_down.load(Ordering::SeqCst) {
+            return Err(SubmitError::ShuttingDown);
+        }
+        if request.prompt_ids.is_empty() {
+            return Err(SubmitError::Invalid("the prompt is empty".into()));
+        }
+        if request.prompt_ids.len() > self.max_prompt_tokens {
+            return Err(SubmitError::Invalid(format!(
+                "the prompt has {} tokens; this server takes at most {}",
+                request.prompt_ids.len(),
+                self.max_prompt_tokens
+            )));
+        }
+        let waiting = self.in_flight.fetch_add(1, Ordering::SeqCst);
+        if waiting >= self.max_in_flight {
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            return Err(SubmitError::QueueFull(waiting));
+        }
+        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+        let (tx, rx) = unbounded_channel();
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let command = Command::Submit(
+            EngineRequest {
+                id,
+                request,
+                logprobs,
+                deadline,
+            },
+            tx,
+        );
+        let sent = self
+            .commands
+            .lock()
+            .map(|c| c.send(command).is_ok())
+            .unwrap_or(false);
+        if !sent {
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            return Err(SubmitError::ShuttingDown);
+        }
+        Ok((id, rx))
+    }
+
+    /// Cancels a request (its blocks are freed at the next step).
+    pub fn cancel(&self, id: RequestId) {
+        if let Ok(c) = self.commands.lock() {
+            let _ = c.send(Command::Cancel(id));
+        }
+    }
+
+    pub fn stats(&self) -> RunnerStats {
+        self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Requests queued or running.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// Stops taking requests; the engine finishes those it has, then its thread ends.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    /// Waits (up to `limit`) for the requests in flight to finish; true if they all did.
+    pub fn drain(&self, limit: Duration) -> bool {
+        let until = Instant::now() + limit;
+        while self.in_flight() > 0 {
+            if Instant::now() >= until {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        true
+    }
+}
+
+fn engine_loop(
+    scheduler: &mut Scheduler,
+    pool: &ThreadPool,
+    rx: &mpsc::Receiver<Command>,
+    channels: &mut Channels,
+    stats: &Mutex<RunnerStats>,
+) {
+    let mut totals = (0u64, 0u64);
+    loop {
+        // Idle: block until something arrives (or the server is gone).
+        if scheduler.is_idle() {
+            match rx.recv() {
+                Ok(c) => handle(scheduler, channels, c),
+                Err(_) => return,
+            }
+        }
+        while let Ok(c) = rx.try_recv() {
+            handle(scheduler, channels, c);
+        }
+        // Requests whose client left are cancelled before they cost a step.
+        let gone: Vec<RequestId> = channels
+            .senders
+            .iter()
+            .filter(|(_, tx)| tx.is_closed())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            scheduler.cancel(id);
+            if channels.senders.remove(&id).is_some() {
+                channels.in_flight.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        match scheduler.step(pool, channels) {
+            Ok(report) => {
+                totals.0 += u64::from(report.sequences > 0);
+                totals.1 += report.preempted as u64;
+            }
+            Err(e) => {
+                // A step failed (requests are validated, so this is a bug): end every running
+                // request — closing its channel without `Finished` tells the server it failed —
+                // rather than loop on the error.
+                eprintln!("engine step failed: {e}");
+                for id in scheduler.running_ids() {
+                    scheduler.cancel(id);
+                    if channels.senders.remove(&id).is_some() {
+                        channels.in_flight.fetch_sub(1, Ordering::SeqCst);
+                    }
+                }
+            }
+        }
+        if let Ok(mut s) = stats.lock() {
+            let kv = scheduler.kv();
+            *s = RunnerStats {
+                waiting: scheduler.waiting(),
+                running: scheduler.running(),
+                blocks_used: kv.pool().used_blocks() - kv.cached_blocks(),
+                blocks_total: kv.pool().total_blocks(),
+                steps: totals.0,
+                preemptions: totals.1,
+                prefix_hit_tokens: kv.prefix_hit_tokens,
+            };
+        }
+    }
+}
+
+fn handle(scheduler: &mut Scheduler, channels: &mut Channels, command: Command) {
+    match command {
+        Command::Submit(req, tx) => {
+            let id = req.id;
+            channels.senders.insert(id, tx);
+            if let Err(e) = scheduler.submit(req) {
+                eprintln!("request {id} refused by the scheduler: {e}");
+                channels.senders.remove(&id);
+                channels.in_flight.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        Command::Cancel(id) => {
+            scheduler.cancel(id);
+            if channels.senders.remove(&id).is_some() {
+                channels.in_flight.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    }
+}

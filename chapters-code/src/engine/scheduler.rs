@@ -1,0 +1,510 @@
+//! The scheduler: one `step()` = admit, plan, one batched forward pass, sample, stream,
+//! retire. Synchronous and deterministic, so that the replay demo and the tests drive it
+//! directly; the server's runner calls it from its own thread.
+
+use super::{EngineRequest, Event, EventSink, Finish, RequestId, TokenLogprob};
+use crate::generate::{FinishReason, StopMatcher};
+use crate::kernels::pool::ThreadPool;
+use crate::kv::{BlockPool, PagedKv};
+use crate::model::{Llama, Logits, ModelError, SeqStep};
+use crate::sampling::Sampler;
+use crate::tokenizer::{StreamDecoder, TokenId, Tokenizer};
+use std::collections::VecDeque;
+use std::time::Instant;
+
+// ANCHOR: policy
+/// How waiting requests join the batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    /// Static batching: when the batch is empty, take up to `max_running` requests and run
+    /// them until *all* are done; a finished sequence's slot stays empty meanwhile.
+    Static,
+    /// Continuous (iteration-level) batching: at every step, admit waiting requests into free
+    /// slots while KV blocks allow; finished sequences leave at once.
+    Continuous,
+}
+// ANCHOR_END: policy
+
+/// Limits of the scheduler.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    pub policy: Policy,
+    /// Sequences in the running batch, at most.
+    pub max_running: usize,
+    /// Tokens through the model per step, at most (decode tokens first, then prefill chunks).
+    pub max_batch_tokens: usize,
+    /// Positions per KV block.
+    pub block_tokens: usize,
+    /// Memory for the KV cache, in bytes.
+    pub kv_budget_bytes: usize,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            policy: Policy::Continuous,
+            max_running: 16,
+            max_batch_tokens: 256,
+            block_tokens: crate::kv::DEFAULT_BLOCK_TOKENS,
+            kv_budget_bytes: 256 << 20,
+        }
+    }
+}
+
+/// A sequence in the scheduler.
+struct Seq {
+    req: EngineRequest,
+    /// Prompt, then every generated token; the KV cache holds the first `kv.len(id)` of them.
+    tokens: Vec<TokenId>,
+    prompt_len: usize,
+    generated: usize,
+    cached_tokens: usize,
+    sampler: Sampler,
+    decoder: StreamDecoder,
+    stops: StopMatcher,
+}
+
+impl Seq {
+    fn new(req: EngineRequest) -> Seq {
+        Seq {
+            tokens: req.request.prompt_ids.clone(),
+            prompt_len: req.request.prompt_ids.len(),
+            generated: 0,
+            cached_tokens: 0,
+            sampler: Sampler::new(req.request.sampling.clone()),
+            decoder: StreamDecoder::new(),
+            stops: StopMatcher::new(&req.request.stop_strings),
+            req,
+        }
+    }
+
+    fn finish(&self, reason: FinishReason) -> Finish {
+        Finish {
+            reason,
+            prompt_tokens: self.prompt_len,
+            completion_tokens: self.generated,
+            cached_tokens: self.cached_tokens,
+        }
+    }
+}
+
+/// What one step did (for metrics and the batching chapter's utilization).
+#[derive(Debug, Clone, Default)]
+pub struct StepReport {
+    /// Sequences in the forward pass.
+    pub sequences: usize,
+    /// Tokens through the model (decode tokens + prefill chunk tokens).
+    pub tokens: usize,
+    pub decode_tokens: usize,
+    pub prefill_tokens: usize,
+    /// Sequences preempted to free blocks (their KV is recomputed later).
+    pub preempted: usize,
+    pub finished: usize,
+    pub seconds: f64,
+}
+
+/// The scheduler and its KV cache.
+pub struct Scheduler<'m> {
+    model: &'m Llama<'m>,
+    tokenizer: &'m Tokenizer,
+    pub config: SchedulerConfig,
+    kv: PagedKv,
+    waiting: VecDeque<Seq>,
+    running: Vec<Seq>,
+}
+
+impl<'m> Scheduler<'m> {
+    pub fn new(
+        model: &'m Llama<'m>,
+        tokenizer: &'m Tokenizer,
+        config: SchedulerConfig,
+    ) -> Scheduler<'m> {
+        let pool =
+            BlockPool::with_budget(&model.config, config.block_tokens, config.kv_budget_bytes);
+        Scheduler {
+            model,
+            tokenizer,
+            kv: PagedKv::new(pool),
+            waiting: VecDeque::new(),
+            running: Vec::new(),
+            config,
+        }
+    }
+
+    /// Queues a request. Refuses one that can never fit: longer than the context or than the
+    /// whole KV cache.
+    pub fn submit(&mut self, req: EngineRequest) -> Result<(), ModelError> {
+        let needed = req.request.prompt_ids.len() + 1;
+        let limit = self.model.config.context_length;
+        if req.request.prompt_ids.is_empty() {
+            return Err(ModelError::EmptyInput);
+        }
+        if needed > limit {
+            return Err(ModelError::ContextFull { needed, limit });
+        }
+        let capacity = self.kv.pool().total_blocks() * self.kv.block_tokens();
+        if needed > capacity {
+            return Err(ModelError::ContextFull {
+                needed,
+                limit: capacity,
+            });
+        }
+        self.waiting.push_back(Seq::new(req));
+        Ok(())
+    }
+
+    /// Cancels a request wherever it is; its blocks go back to the pool. True if it existed.
+    pub fn cancel(&mut self, id: RequestId) -> bool {
+        if let Some(i) = self.waiting.iter().position(|s| s.req.id == id) {
+            self.waiting.remove(i);
+            return true;
+        }
+        if let Some(i) = self.running.iter().position(|s| s.req.id == id) {
+            self.running.remove(i);
+            self.kv.free_sequence(id);
+            return true;
+        }
+        false
+    }
+
+    pub fn waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
+    pub fn running(&self) -> usize {
+        self.running.len()
+    }
+
+    /// Ids of the running requests.
+    pub fn running_ids(&self) -> Vec<RequestId> {
+        self.running.iter().map(|s| s.req.id).collect()
+    }
+
+    pub fn is_idle(&self) -> bool {
+        self.waiting.is_empty() && self.running.is_empty()
+    }
+
+    pub fn kv(&self) -> &PagedKv {
+        &self.kv
+    }
+
+    // ANCHOR: admit
+    /// Moves waiting requests into the batch while slots and blocks allow.
+    fn admit(&mut self) {
+        if self.config.policy == Policy::Static && !self.running.is_empty() {
+            return; // the batch runs to completion before anyone joins
+        }
+        while self.running.len() < self.config.max_running {
+            let Some(seq) = self.waiting.front() else {
+                break;
+            };
+            // Admission control: the whole prompt plus one token must fit in the free blocks.
+            let needed = (seq.tokens.len() + 1).div_ceil(self.kv.block_tokens());
+            if needed > self.kv.available_blocks() {
+                break;
+            }
+            let mut seq = self.waiting.pop_front().expect("front exists");
+            match self.kv.add_sequence(seq.req.id, &seq.tokens) {
+                Ok(cached) => {
+                    if seq.generated == 0 {
+                        seq.cached_tokens = cached;
+                    }
+                    self.running.push(seq);
+                }
+                Err(_) => {
+                    self.waiting.push_front(seq); // an id still in the cache: retry later
+                    break;
+                }
+            }
+        }
+    }
+    // ANCHOR_END: admit
+
+    /// Frees the youngest running sequence's blocks and puts it back at the head of the queue;
+    /// it will recompute its KV (prompt and tokens so far) when admitted again.
+    fn preempt_youngest(&mut self) -> bool {
+        let Some(i) = self
+            .running
+            .iter()
+            .enumerate()
+            .max_by_key(|(_, s)| s.req.id)
+            .map(|(i, _)| i)
+        else {
+            return false;
+        };
+        let seq = self.running.remove(i);
+        self.kv.free_sequence(seq.req.id);
+        self.waiting.push_front(seq);
+        true
+    }
+
+    // ANCHOR: step
+    /// One iteration: admit, plan the batch within the token and block budgets (preempting if
+    /// blocks run out), run one batched forward pass, sample, stream, retire.
+    pub fn step(
+        &mut self,
+        pool: &ThreadPool,
+        sink: &mut dyn EventSink,
+    ) -> Result<StepReport, ModelError> {
+        let started = Instant::now();
+        let mut report = StepReport::default();
+        self.expire(sink);
+        self.admit();
+
+        // Plan: every sequence feeds the tokens its KV lacks; decodes (one token) first, then
+        // prefill chunks with what is left of the token budget.
+        let plan = loop {
+            match self.plan() {
+                Some(plan) => break plan,
+                None => {
+                    if !self.preempt_youngest() {
+                        return Ok(report);
+                    }
+                    report.preempted += 1;
+                }
+            }
+        };
+        if plan.is_empty() {
+            return Ok(report);
+        }
+        let ids: Vec<RequestId> = plan.iter().map(|p| self.running[p.seq].req.id).collect();
+        let steps: Vec<SeqStep> = plan
+            .iter()
+            .map(|p| SeqStep {
+                tokens: &self.running[p.seq].tokens[p.from..p.to],
+                logits: Logits::Last,
+            })
+            .collect();
+        for p in &plan {
+            report.tokens += p.to - p.from;
+            if p.to - p.from == 1 && p.from >= self.running[p.seq].prompt_len {
+                report.decode_tokens += 1;
+            } else {
+                report.prefill_tokens += p.to - p.from;
+            }
+        }
+        report.sequences = plan.len();
+        let mut step_kv = self
+            .kv
+            .step(&ids)
+            .map_err(|e| ModelError::BadConfig(e.to_string()))?;
+        let logits = self.model.forward_batch(pool, &mut step_kv, &steps)?;
+        let max_len = self.max_len();
+
+        // Sample where a sequence has fed all its tokens; stream; retire.
+        let mut done = Vec::new();
+        for (p, mut logits) in plan.iter().zip(logits) {
+            let seq = &mut self.running[p.seq];
+            let new_tokens = seq.tokens[p.from..p.to].to_vec();
+            self.kv.record_tokens(seq.req.id, &new_tokens);
+            if p.to < seq.tokens.len() {
+                continue; // a prefill chunk: more prompt to feed
+            }
+            if let Some(reason) = sample_and_stream(seq, &mut logits, self.tokenizer, max_len, sink)
+            {
+                done.push((p.seq, reason));
+            }
+        }
+        done.sort_by_key(|d| std::cmp::Reverse(d.0));
+        for (i, reason) in done {
+            let seq = self.running.remove(i);
+            self.kv.free_sequence(seq.req.id);
+            if let Some(reason) = reason {
+                sink.send(seq.req.id, Event::Finished(seq.finish(reason)));
+            }
+            report.finished += 1;
+        }
+        report.seconds = started.elapsed().as_secs_f64();
+        Ok(report)
+    }
+    // ANCHOR_END: step
+
+    /// Longest sequence that can run: the context, or the whole KV pool if smaller.
+    fn max_len(&self) -> usize {
+        let capacity = self.kv.pool().total_blocks() * self.kv.block_tokens();
+        self.model.config.context_length.min(capacity)
+    }
+
+    /// Finishes requests past their deadline.
+    fn expire(&mut self, sink: &mut dyn EventSink) {
+        let now = Instant::now();
+        let late = |s: &Seq| s.req.deadline.is_some_and(|d| now >= d);
+        let mut expired: Vec<Seq> = Vec::new();
+        let mut i = 0;
+        while i < self.waiting.len() {
+            if late(&self.waiting[i]) {
+                expired.extend(self.waiting.remove(i));
+            } else {
+                i += 1;
+            }
+        }
+        let mut i = 0;
+        while i < self.running.len() {
+            if late(&self.running[i]) {
+                let seq = self.running.remove(i);
+                self.kv.free_sequence(seq.req.id);
+                expired.push(seq);
+            } else {
+                i += 1;
+            }
+        }
+        for seq in expired {
+            sink.send(
+                seq.req.id,
+                Event::Finished(seq.finish(FinishReason::Timeout)),
+            );
+        }
+    }
+
+    /// The tokens each running sequence feeds this step, with their blocks reserved; `None`
+    /// when even the decodes do not fit in the blocks (the caller preempts and retries).
+    fn plan(&mut self) -> Option<Vec<Planned>> {
+        let mut budget = self.config.max_batch_tokens.max(1);
+        let mut plan = Vec::new();
+        // Decodes first: one token each, oldest first.
+        let mut order: Vec<usize> = (0..self.running.len()).collect();
+        order.sort_by_key(|&i| self.running[i].req.id);
+        let mut prefills = Vec::new();
+        for &i in &order {
+            let seq = &self.running[i];
+            let have = self.kv.len(seq.req.id).unwrap_or(0);
+            let missing = seq.tokens.len() - have;
+            if missing == 1 && seq.generated > 0 {
+                if budget == 0 {
+                    continue;
+                }
+                if self.kv.reserve(seq.req.id, 1).is_err() {
+                    return None;
+                }
+                plan.push(Planned {
+                    seq: i,
+                    from: have,
+                    to: have + 1,
+                });
+                budget -= 1;
+            } else {
+                prefills.push((i, have));
+            }
+        }
+        for (i, have) in prefills {
+            let seq = &self.running[i];
+            let chunk = (seq.tokens.len() - have).min(budget);
+            if chunk == 0 {
+                continue;
+            }
+            // A prefill chunk takes what the blocks allow; with none, it waits a step.
+            let fits = (1..=chunk)
+                .rev()
+                .find(|&n| self.kv.blocks_needed(seq.req.id, n) <= self.kv.available_blocks());
+            let Some(n) = fits else { continue };
+            if self.kv.reserve(seq.req.id, n).is_err() {
+                continue;
+            }
+            plan.push(Planned {
+                seq: i,
+                from: have,
+                to: have + n,
+            });
+            budget -= n;
+        }
+        if plan.is_empty() && !self.running.is_empty() {
+            // Nothing could be scheduled: blocks are exhausted by partial prefills.
+            return None;
+        }
+        Some(plan)
+    }
+}
+
+/// One sequence's part of a step: feed `tokens[from..to]`.
+struct Planned {
+    seq: usize,
+    from: usize,
+    to: usize,
+}
+
+// ANCHOR: sample_and_stream
+/// After a sequence's last fed token: samples the next, streams its text, and tells whether
+/// the sequence is done — `Some(Some(reason))` finished, `Some(None)` the listener left.
+fn sample_and_stream(
+    seq: &mut Seq,
+    logits: &mut [f32],
+    tokenizer: &Tokenizer,
+    max_len: usize,
+    sink: &mut dyn EventSink,
+) -> Option<Option<FinishReason>> {
+    let id = seq.req.id;
+    let logprob = seq.req.logprobs.map(|k| token_logprobs(logits, k));
+    let next = seq.sampler.sample(logits, &seq.tokens);
+    if seq.req.request.stop_tokens.contains(&next) {
+        return match flush(seq, sink) {
+            Some(_) => Some(Some(FinishReason::Stop)),
+            None => Some(None),
+        };
+    }
+    seq.tokens.push(next);
+    seq.generated += 1;
+    let piece = seq.decoder.push(tokenizer, next);
+    let (text, hit_stop) = seq.stops.push(&piece);
+    let logprob = logprob.map(|(all, top)| TokenLogprob {
+        token: next,
+        logprob: all[next as usize],
+        top,
+    });
+    if !sink.send(
+        id,
+        Event::Token {
+            token: next,
+            text,
+            logprob,
+        },
+    ) {
+        return Some(None);
+    }
+    if hit_stop {
+        return Some(Some(FinishReason::Stop));
+    }
+    if seq.generated >= seq.req.request.max_tokens || seq.tokens.len() >= max_len {
+        return match flush(seq, sink) {
+            Some(true) => Some(Some(FinishReason::Stop)),
+            Some(false) => Some(Some(FinishReason::Length)),
+            None => Some(None),
+        };
+    }
+    None
+}
+
+/// Sends the text held back at the end of a request (an incomplete character, a possible start
+/// of a stop string that never completed). `Some(hit_stop)`, or `None` if the listener left.
+fn flush(seq: &mut Seq, sink: &mut dyn EventSink) -> Option<bool> {
+    let (rest, hit) = seq.stops.push(&seq.decoder.finish());
+    let text = if hit {
+        rest
+    } else {
+        rest + &seq.stops.finish()
+    };
+    if !text.is_empty() && !sink.send(seq.req.id, Event::Text(text)) {
+        return None;
+    }
+    Some(hit)
+}
+// ANCHOR_END: sample_and_stream
+
+/// Log-softmax of `logits` and the `k` most likely tokens with their log-probabilities.
+fn token_logprobs(logits: &[f32], k: usize) -> (Vec<f32>, Vec<(TokenId, f32)>) {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let lse = max
+        + logits
+            .iter()
+            .map(|&l| f64::from(l - max).exp())
+            .sum::<f64>()
+            .ln() as f32;
+    let all: Vec<f32> = logits.iter().map(|&l| l - lse).collect();
+    let mut order: Vec<usize> = (0..all.len()).collect();
+    let k = k.min(order.len());
+    if k > 0 {
+        order.select_nth_unstable_by(k - 1, |&a, &b| all[b].total_cmp(&all[a]));
+    }
+    let mut top: Vec<(TokenId, f32)> = order[..k].iter().map(|&i| (i as TokenId, all[i])).collect();
+    top.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    (all, top)
+}

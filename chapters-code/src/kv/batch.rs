@@ -1,0 +1,65 @@
+//! What the forward pass needs from a KV cache, whatever its layout: store the keys and values
+//! of new positions, and hand back those of earlier positions as contiguous chunks. The
+//! contiguous cache of one sequence and the paged cache of many both provide it.
+
+use crate::model::{KvCache, ModelError};
+
+/// Consecutive positions stored contiguously: `len` rows of keys and of values.
+#[derive(Clone, Copy)]
+pub struct KvChunk<'a> {
+    pub keys: &'a [u16],
+    pub values: &'a [u16],
+    pub len: usize,
+}
+
+// ANCHOR: kv_batch
+/// The KV storage of the sequences in one forward step. Sequence `s` holds `len(s)` positions
+/// before the step; the step appends its new tokens' keys and values layer by layer, reads
+/// them back for attention, then commits them.
+pub trait KvBatch: Sync {
+    /// Sequences in the step.
+    fn n_seqs(&self) -> usize;
+    /// Positions sequence `s` holds before the step.
+    fn len(&self, s: usize) -> usize;
+    /// Fails unless `n` more positions fit in sequence `s`.
+    fn check_room(&self, s: usize, n: usize) -> Result<(), ModelError>;
+    /// Stores the keys and values (f32, rounded to f16) of sequence `s`'s new positions at
+    /// `layer`: `n × kv_dim` each.
+    fn append(&mut self, s: usize, layer: usize, keys: &[f32], values: &[f32]);
+    /// Counts the `n` new positions of sequence `s`, once every layer has appended them.
+    fn commit(&mut self, s: usize, n: usize);
+    /// Keys and values of positions `0..upto` of sequence `s` at `layer`, in order.
+    fn chunks(&self, s: usize, layer: usize, upto: usize) -> Vec<KvChunk<'_>>;
+}
+// ANCHOR_END: kv_batch
+
+/// The contiguous cache holds one sequence: index 0.
+impl KvBatch for KvCache {
+    fn n_seqs(&self) -> usize {
+        1
+    }
+
+    fn len(&self, _s: usize) -> usize {
+        KvCache::len(self)
+    }
+
+    fn check_room(&self, _s: usize, n: usize) -> Result<(), ModelError> {
+        KvCache::check_room(self, n)
+    }
+
+    fn append(&mut self, _s: usize, layer: usize, keys: &[f32], values: &[f32]) {
+        KvCache::append(self, layer, keys, values);
+    }
+
+    fn commit(&mut self, _s: usize, n: usize) {
+        KvCache::commit(self, n);
+    }
+
+    fn chunks(&self, _s: usize, layer: usize, upto: usize) -> Vec<KvChunk<'_>> {
+        vec![KvChunk {
+            keys: self.keys(layer, upto),
+            values: self.values(layer, upto),
+            len: upto,
+        }]
+    }
+}
