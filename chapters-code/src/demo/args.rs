@@ -90,3 +90,45 @@ impl ModelArgs {
         )
     }
 }
+
+/// The workload of the batching and KV-cache demos (seeded by `--seed`).
+#[derive(Args, Debug, Clone)]
+pub struct WorkloadArgs {
+    /// Requests in the workload.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..10_000))]
+    pub requests: u64,
+
+    /// Shortest and longest prompt, in tokens.
+    #[arg(long, num_args = 2, default_values_t = [16, 96], value_names = ["MIN", "MAX"])]
+    pub prompt_tokens: Vec<usize>,
+
+    /// Fewest and most generated tokens per request.
+    #[arg(long, num_args = 2, default_values_t = [16, 96], value_names = ["MIN", "MAX"])]
+    pub output_tokens: Vec<usize>,
+
+    /// Mean time between arrivals, in milliseconds (exponential arrivals).
+    #[arg(long, default_value_t = 100.0)]
+    pub interarrival_ms: f64,
+
+    /// Sequences in the running batch, at most.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..1025))]
+    pub max_running: u64,
+
+    /// Memory for the KV cache, in MiB.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..65_536))]
+    pub kv_mib: u64,
+}
+
+impl WorkloadArgs {
+    /// The workload spec, with its seed.
+    pub fn spec(&self, seed: u64) -> crate::engine::replay::WorkloadSpec {
+        let pair = |v: &[usize]| (v[0].min(v[1]), v[0].max(v[1]));
+        crate::engine::replay::WorkloadSpec {
+            requests: self.requests as usize,
+            prompt_tokens: pair(&self.prompt_tokens),
+            output_tokens: pair(&self.output_tokens),
+            mean_interarrival_ms: self.interarrival_ms.max(0.0),
+            seed,
+        }
+    }
+}

@@ -7,6 +7,6 @@ pub mod provenance;
 pub mod report;
 pub mod tui;
 
-pub use args::{DemoArgs, ModelArgs, OutputMode};
+pub use args::{DemoArgs, ModelArgs, OutputMode, WorkloadArgs};
 pub use provenance::Provenance;
 pub use report::{Column, Report, Table};

@@ -73,7 +73,8 @@ pub struct ReplayResult {
     pub seconds: f64,
     /// Generated tokens per second over the whole replay.
     pub tokens_per_s: f64,
-    /// Running sequences per step ÷ batch slots, over the steps that ran.
+    /// Sequences doing useful work per step ÷ batch slots, over the steps that ran (static
+    /// batching's padding does not count).
     pub batch_utilization: f64,
     pub latency_p50_s: f64,
     pub latency_p99_s: f64,
@@ -90,7 +91,8 @@ pub struct ReplayResult {
     /// Peak blocks in use, and KV bytes per token of one block.
     pub peak_blocks: usize,
     pub kv_bytes_per_token: usize,
-    /// Blocks in use over time (one value per step), for the KV chapter's growth curve.
+    /// Blocks held by live sequences (not by the prefix cache alone) after each step, for the
+    /// KV chapter's growth curve.
     pub blocks_per_step: Vec<usize>,
 }
 
@@ -157,7 +159,7 @@ pub fn replay(
             continue;
         }
         steps += 1;
-        busy_slots += report.sequences;
+        busy_slots += report.useful;
         preemptions += report.preempted;
         // KV occupancy after the step: tokens held, blocks held, and what the two naive
         // reservations would hold for the same running requests.
@@ -169,7 +171,7 @@ pub fn replay(
             request_sum += ((item.prompt.len() + item.max_tokens) * bytes_per_token) as f64;
             context_sum += (model.config.context_length * bytes_per_token) as f64;
         }
-        blocks_per_step.push(scheduler.kv().pool().used_blocks());
+        blocks_per_step.push(scheduler.kv().pool().used_blocks() - scheduler.kv().cached_blocks());
     }
     let seconds = start.elapsed().as_secs_f64();
     let mut latency = Vec::new();

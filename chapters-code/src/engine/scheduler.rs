@@ -17,7 +17,9 @@ use std::time::Instant;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Policy {
     /// Static batching: when the batch is empty, take up to `max_running` requests and run
-    /// them until *all* are done; a finished sequence's slot stays empty meanwhile.
+    /// them until *all* are done. As in a padded batch (`generate()` over a batch), a finished
+    /// sequence keeps its slot and keeps being computed, its tokens thrown away, until the
+    /// longest one finishes; its response is sent when it finishes, not when the batch does.
     Static,
     /// Continuous (iteration-level) batching: at every step, admit waiting requests into free
     /// slots while KV blocks allow; finished sequences leave at once.
@@ -62,6 +64,8 @@ struct Seq {
     sampler: Sampler,
     decoder: StreamDecoder,
     stops: StopMatcher,
+    /// Finished, but kept in a static batch as padding: computed, never streamed.
+    padding: bool,
 }
 
 impl Seq {
@@ -74,6 +78,7 @@ impl Seq {
             sampler: Sampler::new(req.request.sampling.clone()),
             decoder: StreamDecoder::new(),
             stops: StopMatcher::new(&req.request.stop_strings),
+            padding: false,
             req,
         }
     }
@@ -93,6 +98,8 @@ impl Seq {
 pub struct StepReport {
     /// Sequences in the forward pass.
     pub sequences: usize,
+    /// Of those, the ones doing useful work (not static-batch padding).
+    pub useful: usize,
     /// Tokens through the model (decode tokens + prefill chunk tokens).
     pub tokens: usize,
     pub decode_tokens: usize,
@@ -223,6 +230,12 @@ impl<'m> Scheduler<'m> {
     /// Frees the youngest running sequence's blocks and puts it back at the head of the queue;
     /// it will recompute its KV (prompt and tokens so far) when admitted again.
     fn preempt_youngest(&mut self) -> bool {
+        // Padding of a static batch goes first: it does no useful work.
+        if let Some(i) = self.running.iter().position(|s| s.padding) {
+            let seq = self.running.remove(i);
+            self.kv.free_sequence(seq.req.id);
+            return true;
+        }
         let Some(i) = self
             .running
             .iter()
@@ -284,6 +297,7 @@ impl<'m> Scheduler<'m> {
             }
         }
         report.sequences = plan.len();
+        report.useful = plan.iter().filter(|p| !self.running[p.seq].padding).count();
         let mut step_kv = self
             .kv
             .step(&ids)
@@ -292,7 +306,7 @@ impl<'m> Scheduler<'m> {
         let max_len = self.max_len();
 
         // Sample where a sequence has fed all its tokens; stream; retire.
-        let mut done = Vec::new();
+        let mut done: Vec<usize> = Vec::new();
         for (p, mut logits) in plan.iter().zip(logits) {
             let seq = &mut self.running[p.seq];
             let new_tokens = seq.tokens[p.from..p.to].to_vec();
@@ -300,19 +314,35 @@ impl<'m> Scheduler<'m> {
             if p.to < seq.tokens.len() {
                 continue; // a prefill chunk: more prompt to feed
             }
+            if seq.padding {
+                // Static-batch padding: computed like the others, thrown away.
+                seq.tokens.push(crate::sampling::argmax(&logits));
+                if seq.tokens.len() >= max_len {
+                    done.push(p.seq);
+                }
+                continue;
+            }
             if let Some(reason) = sample_and_stream(seq, &mut logits, self.tokenizer, max_len, sink)
             {
-                done.push((p.seq, reason));
+                if let Some(reason) = reason {
+                    sink.send(seq.req.id, Event::Finished(seq.finish(reason)));
+                    report.finished += 1;
+                }
+                if self.config.policy == Policy::Static && reason.is_some() {
+                    seq.padding = true; // keeps its slot until the whole batch is done
+                } else {
+                    done.push(p.seq);
+                }
             }
         }
-        done.sort_by_key(|d| std::cmp::Reverse(d.0));
-        for (i, reason) in done {
+        if self.config.policy == Policy::Static && self.running.iter().all(|s| s.padding) {
+            done.extend(0..self.running.len()); // the batch is over
+        }
+        done.sort_unstable_by(|a, b| b.cmp(a));
+        done.dedup();
+        for i in done {
             let seq = self.running.remove(i);
             self.kv.free_sequence(seq.req.id);
-            if let Some(reason) = reason {
-                sink.send(seq.req.id, Event::Finished(seq.finish(reason)));
-            }
-            report.finished += 1;
         }
         report.seconds = started.elapsed().as_secs_f64();
         Ok(report)
