@@ -15,6 +15,7 @@
 //! | [`eval`] | perplexity, as llama.cpp computes it |
 //! | [`kv`] | the paged KV cache (The KV cache) |
 //! | [`engine`] | continuous batching: scheduler, replay, engine thread |
+//! | [`serve`] | the OpenAI-compatible server (Serving API, Streaming) |
 //! | [`reference`] | llama.cpp's outputs we check against |
 //! | [`kernels`] | dot products and matmul, scalar and SIMD (every chapter) |
 //! | [`assets`] | where the model and texts live |
@@ -33,6 +34,7 @@ pub mod model;
 pub mod quant;
 pub mod reference;
 pub mod sampling;
+pub mod serve;
 pub mod tokenizer;
 
 #[cfg(test)]

@@ -1,0 +1,172 @@
+//! The serving API: an OpenAI-compatible HTTP server over the continuous-batching engine.
+
+use anyhow::{Context, Result, bail};
+use chapters_code::demo::{DemoArgs, ModelArgs};
+use chapters_code::engine::SchedulerConfig;
+use chapters_code::serve::{ServerConfig, app_state, router};
+use clap::Parser;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Serve the model over an OpenAI-compatible API: POST /v1/completions, POST
+/// /v1/chat/completions (plain or streamed as Server-Sent Events), GET /v1/models, GET /health,
+/// GET /metrics (Prometheus). Requests are batched continuously. SIGTERM or Ctrl-C: new
+/// requests get 503, requests in flight finish (up to --drain-s), then the server exits 0.
+#[derive(Parser, Debug)]
+#[command(name = "demo-serving-api", version)]
+struct Cli {
+    #[command(flatten)]
+    demo: DemoArgs,
+
+    #[command(flatten)]
+    run: ModelArgs,
+
+    /// Address to listen on (loopback by default: put a proxy in front to expose it).
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+
+    /// Port to listen on (0 picks a free one and prints it).
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+
+    /// The model id clients send as `model` [default: the model file's name].
+    #[arg(long)]
+    model_id: Option<String>,
+
+    /// Sequences in the running batch, at most.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..1025))]
+    max_running: u64,
+
+    /// Tokens through the model per step, at most.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..65_537))]
+    max_batch_tokens: u64,
+
+    /// Memory for the KV cache, in MiB.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..1_048_576))]
+    kv_mib: u64,
+
+    /// Requests queued or running, at most; more get 429.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..1_000_000))]
+    max_queue: u64,
+
+    /// Longest a request may run, in seconds (then 504).
+    #[arg(long, default_value_t = 300)]
+    timeout_s: u64,
+
+    /// Largest request body, in KiB (larger: 413).
+    #[arg(long, default_value_t = 1024)]
+    max_body_kib: u64,
+
+    /// After SIGTERM, how long requests in flight may take to finish, in seconds.
+    #[arg(long, default_value_t = 30)]
+    drain_s: u64,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    cli.demo.check_output()?;
+    if cli.demo.benchmark {
+        bail!("the server has no benchmark mode of its own: run demo-throughput-bench against it");
+    }
+    let path = cli.run.model_path();
+    let model_id = cli.model_id.clone().unwrap_or_else(|| {
+        path.file_stem()
+            .map(|s| s.to_string_lossy().trim_end_matches(".Q4_1").to_string())
+            .unwrap_or_else(|| "model".into())
+    });
+    let scheduler = SchedulerConfig {
+        max_running: cli.max_running as usize,
+        max_batch_tokens: cli.max_batch_tokens as usize,
+        kv_budget_bytes: (cli.kv_mib as usize) << 20,
+        ..SchedulerConfig::default()
+    };
+    let config = ServerConfig {
+        model_id: model_id.clone(),
+        max_body_bytes: (cli.max_body_kib as usize) << 10,
+        request_timeout: Duration::from_secs(cli.timeout_s.max(1)),
+    };
+    let state = app_state(
+        &path,
+        cli.run.threads(),
+        scheduler,
+        cli.max_queue as usize,
+        config,
+    )?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(serve(cli, state, model_id))
+}
+
+async fn serve(
+    cli: Cli,
+    state: Arc<chapters_code::serve::AppState>,
+    model_id: String,
+) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind((cli.host.as_str(), cli.port))
+        .await
+        .with_context(|| format!("cannot listen on {}:{}", cli.host, cli.port))?;
+    let addr: SocketAddr = listener.local_addr()?;
+    // One line that scripts (and the tests) read to find the port.
+    println!("listening on http://{addr} — model `{model_id}`");
+    let drain = Duration::from_secs(cli.drain_s);
+    let runner = Arc::clone(&state.runner);
+    let draining = Arc::new(tokio::sync::Notify::new());
+    let drained = Arc::clone(&draining);
+    let app = router(state);
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        eprintln!(
+            "shutting down: new requests get 503; {} in flight may take up to {}s",
+            runner.in_flight(),
+            drain.as_secs()
+        );
+        runner.begin_shutdown();
+        let waiting = Arc::clone(&runner);
+        let finished = tokio::task::spawn_blocking(move || waiting.drain(drain))
+            .await
+            .unwrap_or(false);
+        if !finished {
+            eprintln!(
+                "requests still running after {}s; closing anyway",
+                drain.as_secs()
+            );
+        }
+        drained.notify_one();
+    });
+    tokio::select! {
+        result = server => result.context("serving")?,
+        _ = async {
+            draining.notified().await;
+            // Connections get a moment to receive their last bytes, then the process ends.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        } => {}
+    }
+    eprintln!("stopped");
+    Ok(())
+}
+
+/// SIGTERM (what process managers send) or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

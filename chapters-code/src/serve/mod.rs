@@ -1,0 +1,481 @@
+//! An OpenAI-compatible HTTP server over the engine: completions and chat completions, plain
+//! or streamed as Server-Sent Events, models, health and Prometheus metrics; errors in
+//! OpenAI's shape; cancellation when a client leaves; graceful shutdown.
+
+pub mod client;
+pub mod errors;
+pub mod json;
+pub mod loadgen;
+pub mod metrics;
+pub mod request;
+
+use crate::engine::{Event, Finish, RequestId, Runner, SubmitError, TokenLogprob};
+use crate::generate::{FinishReason, Request, default_stop_tokens};
+use crate::tokenizer::Tokenizer;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, Uri, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use errors::ApiError;
+use json::Envelope;
+use metrics::Metrics;
+use request::{ApiRequest, Endpoint, Prompt};
+use serde_json::json;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+/// Settings of the HTTP layer.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The model id clients name in `model` (requests naming another get 404).
+    pub model_id: String,
+    /// Largest request body, in bytes (larger: 413).
+    pub max_body_bytes: usize,
+    /// Longest a request may run (then 504, or an error event when streaming).
+    pub request_timeout: Duration,
+}
+
+/// What every handler shares.
+pub struct AppState {
+    pub runner: Arc<Runner>,
+    pub tokenizer: Arc<Tokenizer>,
+    pub metrics: Arc<Metrics>,
+    pub config: ServerConfig,
+    pub context_length: usize,
+    pub created: u64,
+}
+
+// ANCHOR: router
+/// The routes of the API; anything else is a 404 in OpenAI's error shape.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/completions", post(completions))
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/models", get(models))
+        .route("/health", get(health))
+        .route("/metrics", get(metrics_text))
+        .fallback(not_found)
+        .with_state(state)
+}
+// ANCHOR_END: router
+
+async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::not_found(
+        format!("no route for {method} {}", uri.path()),
+        None,
+        "unknown_route",
+    )
+}
+
+async fn models(State(s): State<Arc<AppState>>) -> Response {
+    axum::Json(json!({
+        "object": "list",
+        "data": [{ "id": s.config.model_id, "object": "model", "created": s.created, "owned_by": "prodml" }],
+    }))
+    .into_response()
+}
+
+async fn health(State(s): State<Arc<AppState>>) -> Response {
+    if s.runner.is_shutting_down() {
+        return ApiError::shutting_down().into_response();
+    }
+    let stats = s.runner.stats();
+    axum::Json(json!({ "status": "ok", "queue": stats.waiting, "running": stats.running }))
+        .into_response()
+}
+
+async fn metrics_text(State(s): State<Arc<AppState>>) -> Response {
+    let text = s.metrics.render(&s.runner.stats());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+async fn completions(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    generate_endpoint(s, Endpoint::Completions, headers, body).await
+}
+
+async fn chat_completions(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    generate_endpoint(s, Endpoint::Chat, headers, body).await
+}
+
+/// Reads the body up to the limit (413 beyond it).
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<axum::body::Bytes, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::too_large(limit));
+    }
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::too_large(limit))
+}
+
+// ANCHOR: generate_endpoint
+/// Both generation endpoints: validate, tokenize, submit to the engine, then answer with one
+/// JSON body or a stream of events.
+async fn generate_endpoint(
+    s: Arc<AppState>,
+    endpoint: Endpoint,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let arrived = Instant::now();
+    let prepared = async {
+        if s.runner.is_shutting_down() {
+            return Err(ApiError::shutting_down());
+        }
+        let bytes = read_body(&headers, body, s.config.max_body_bytes).await?;
+        let api = request::parse(endpoint, &bytes)?;
+        if let Some(model) = &api.model
+            && model != &s.config.model_id
+        {
+            return Err(ApiError::not_found(
+                format!(
+                    "the model `{model}` does not exist; this server serves `{}`",
+                    s.config.model_id
+                ),
+                Some("model"),
+                "model_not_found",
+            ));
+        }
+        let engine_request = to_engine_request(&s, &api)?;
+        let (id, events) = s
+            .runner
+            .submit(engine_request, api.logprobs, Some(s.config.request_timeout))
+            .map_err(|e| match e {
+                SubmitError::QueueFull(_) => ApiError::queue_full(e.to_string()),
+                SubmitError::ShuttingDown => ApiError::shutting_down(),
+                SubmitError::Invalid(m) => ApiError::invalid("prompt", m),
+            })?;
+        Ok((api, id, events))
+    }
+    .await;
+    let (api, id, events) = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            s.metrics.outcome("failure", e.reason());
+            return e.into_response();
+        }
+    };
+    let guard = Guard {
+        state: Arc::clone(&s),
+        id,
+        arrived,
+        last_token: None,
+        done: false,
+    };
+    if api.stream {
+        stream_response(s, api, id, events, guard).into_response()
+    } else {
+        collect_response(s, api, id, events, guard).await
+    }
+}
+// ANCHOR_END: generate_endpoint
+
+/// Prompt ids, token limits and sampling for the engine.
+fn to_engine_request(s: &AppState, api: &ApiRequest) -> Result<Request, ApiError> {
+    let tokenizer = &s.tokenizer;
+    let (param, prompt_ids) = match &api.prompt {
+        Prompt::Text(text) => ("prompt", tokenizer.encode(text, true)),
+        Prompt::Tokens(ids) => {
+            if let Some(bad) = ids
+                .iter()
+                .find(|&&id| id as usize >= tokenizer.vocab_size())
+            {
+                return Err(ApiError::invalid(
+                    "prompt",
+                    format!(
+                        "token id {bad} is outside the vocabulary ({} tokens)",
+                        tokenizer.vocab_size()
+                    ),
+                ));
+            }
+            ("prompt", ids.clone())
+        }
+        Prompt::Messages(messages) => {
+            let text = tokenizer
+                .apply_chat_template(messages, true)
+                .map_err(|e| ApiError::invalid("messages", e.to_string()))?;
+            ("messages", tokenizer.encode(&text, true))
+        }
+    };
+    if prompt_ids.is_empty() {
+        return Err(ApiError::invalid(param, "the prompt is empty"));
+    }
+    let limit = s.runner.max_prompt_tokens;
+    if prompt_ids.len() > limit {
+        return Err(ApiError::too_long(
+            param,
+            format!(
+                "the prompt has {} tokens; this model's context leaves room for at most {limit}",
+                prompt_ids.len()
+            ),
+        ));
+    }
+    let room = (limit + 1).saturating_sub(prompt_ids.len()).max(1);
+    let default = match api.endpoint {
+        Endpoint::Completions => 16,
+        Endpoint::Chat => room,
+    };
+    Ok(Request {
+        max_tokens: api.max_tokens.unwrap_or(default).min(room),
+        prompt_ids,
+        sampling: api.sampling.clone(),
+        stop_tokens: if api.ignore_eos {
+            vec![]
+        } else {
+            default_stop_tokens(tokenizer)
+        },
+        stop_strings: api.stop.clone(),
+    })
+}
+
+/// Metrics and cancellation for one request: records timings as tokens arrive, the outcome
+/// at the end, and — if dropped before the end (the client left) — cancels the request.
+struct Guard {
+    state: Arc<AppState>,
+    id: RequestId,
+    arrived: Instant,
+    last_token: Option<Instant>,
+    done: bool,
+}
+
+impl Guard {
+    fn token(&mut self) {
+        let now = Instant::now();
+        let m = &self.state.metrics;
+        match self.last_token {
+            None => m
+                .time_to_first_token
+                .observe(now.duration_since(self.arrived).as_secs_f64()),
+            Some(t) => m
+                .inter_token_latency
+                .observe(now.duration_since(t).as_secs_f64()),
+        }
+        self.last_token = Some(now);
+    }
+
+    fn finish(&mut self, finish: &Finish) {
+        self.done = true;
+        let m = &self.state.metrics;
+        m.request_duration
+            .observe(self.arrived.elapsed().as_secs_f64());
+        m.prompt_tokens.inc_by(finish.prompt_tokens as u64);
+        m.generated_tokens.inc_by(finish.completion_tokens as u64);
+        match finish.reason {
+            FinishReason::Timeout => m.outcome("failure", "timeout"),
+            reason => m.outcome("success", json::finish_reason(reason)),
+        }
+    }
+
+    fn fail(&mut self, reason: &'static str) {
+        self.done = true;
+        self.state.metrics.outcome("failure", reason);
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if !self.done {
+            self.state.metrics.outcome("failure", "cancelled");
+            self.state.runner.cancel(self.id);
+        }
+    }
+}
+
+/// Waits for the whole generation and answers with one JSON body.
+async fn collect_response(
+    s: Arc<AppState>,
+    api: ApiRequest,
+    id: RequestId,
+    mut events: UnboundedReceiver<Event>,
+    mut guard: Guard,
+) -> Response {
+    let env = Envelope::new(api.endpoint, id, &s.config.model_id);
+    let mut text = String::new();
+    let mut logprobs: Vec<TokenLogprob> = Vec::new();
+    while let Some(event) = events.recv().await {
+        match event {
+            Event::Token {
+                text: piece,
+                logprob,
+                ..
+            } => {
+                guard.token();
+                text.push_str(&piece);
+                logprobs.extend(logprob);
+            }
+            Event::Text(piece) => text.push_str(&piece),
+            Event::Finished(finish) => {
+                guard.finish(&finish);
+                if finish.reason == FinishReason::Timeout {
+                    return ApiError::timeout(s.config.request_timeout.as_secs_f64())
+                        .into_response();
+                }
+                let lp = api
+                    .logprobs
+                    .map(|_| json::logprobs(api.endpoint, &s.tokenizer, &logprobs, 0));
+                return axum::Json(json::response(&env, &text, &finish, lp)).into_response();
+            }
+        }
+    }
+    guard.fail("internal_error");
+    ApiError::internal("the engine ended the request without finishing it").into_response()
+}
+
+// ANCHOR: stream_response
+/// Streams the generation as Server-Sent Events: a first chunk (chat: the assistant role),
+/// one chunk per piece of text, a final chunk with the finish reason, the usage chunk if
+/// asked, then `[DONE]`. Dropping the stream (the client left) drops the guard, which cancels.
+fn stream_response(
+    s: Arc<AppState>,
+    api: ApiRequest,
+    id: RequestId,
+    events: UnboundedReceiver<Event>,
+    guard: Guard,
+) -> Sse<impl futures_util::Stream<Item = Result<SseEvent, Infallible>>> {
+    struct St {
+        s: Arc<AppState>,
+        api: ApiRequest,
+        env: Envelope,
+        events: UnboundedReceiver<Event>,
+        guard: Guard,
+        first: bool,
+        offset: usize,
+        pending: std::collections::VecDeque<String>,
+        ended: bool,
+    }
+    let env = Envelope::new(api.endpoint, id, &s.config.model_id);
+    let state = St {
+        s,
+        api,
+        env,
+        events,
+        guard,
+        first: true,
+        offset: 0,
+        pending: Default::default(),
+        ended: false,
+    };
+    let stream = futures_util::stream::unfold(state, |mut st| async move {
+        loop {
+            if let Some(data) = st.pending.pop_front() {
+                return Some((Ok(SseEvent::default().data(data)), st));
+            }
+            if st.ended {
+                return None;
+            }
+            let usage_field = st.api.include_usage;
+            match st.events.recv().await {
+                Some(Event::Token { text, logprob, .. }) => {
+                    st.guard.token();
+                    let lp = logprob.map(|lp| {
+                        json::logprobs(st.api.endpoint, &st.s.tokenizer, &[lp], st.offset)
+                    });
+                    if text.is_empty() && lp.is_none() && !st.first {
+                        continue; // nothing to say yet (half a character, a possible stop string)
+                    }
+                    st.offset += text.len();
+                    let chunk = json::text_chunk(&st.env, &text, st.first, lp, usage_field);
+                    st.first = false;
+                    st.pending.push_back(chunk.to_string());
+                }
+                Some(Event::Text(text)) => {
+                    st.offset += text.len();
+                    let chunk = json::text_chunk(&st.env, &text, st.first, None, usage_field);
+                    st.first = false;
+                    st.pending.push_back(chunk.to_string());
+                }
+                Some(Event::Finished(finish)) => {
+                    st.guard.finish(&finish);
+                    if finish.reason == FinishReason::Timeout {
+                        let error = ApiError::timeout(st.s.config.request_timeout.as_secs_f64());
+                        st.pending.push_back(error.body().to_string());
+                    } else {
+                        if st.first {
+                            st.pending.push_back(
+                                json::text_chunk(&st.env, "", true, None, usage_field).to_string(),
+                            );
+                        }
+                        st.pending.push_back(
+                            json::final_chunk(&st.env, &finish, usage_field).to_string(),
+                        );
+                        if usage_field {
+                            st.pending
+                                .push_back(json::usage_chunk(&st.env, &finish).to_string());
+                        }
+                    }
+                    st.pending.push_back("[DONE]".into());
+                    st.ended = true;
+                }
+                None => {
+                    st.guard.fail("internal_error");
+                    st.pending.push_back(
+                        ApiError::internal("the engine ended the request without finishing it")
+                            .body()
+                            .to_string(),
+                    );
+                    st.ended = true;
+                }
+            }
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+// ANCHOR_END: stream_response
+
+/// A state for tests and the demo binary: the engine on its own thread, the tokenizer here.
+pub fn app_state(
+    gguf_path: &std::path::Path,
+    threads: usize,
+    scheduler: crate::engine::SchedulerConfig,
+    max_in_flight: usize,
+    config: ServerConfig,
+) -> anyhow::Result<Arc<AppState>> {
+    let gguf = crate::assets::open_model(gguf_path)?;
+    let tokenizer = Tokenizer::from_gguf(&gguf)?;
+    let context_length = crate::model::LlamaConfig::from_gguf(&gguf)?.context_length;
+    let runner = Runner::start(gguf, threads, scheduler, max_in_flight)?;
+    let created = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    Ok(Arc::new(AppState {
+        runner: Arc::new(runner),
+        tokenizer: Arc::new(tokenizer),
+        metrics: Arc::new(Metrics::new()),
+        config,
+        context_length,
+        created,
+    }))
+}
+
+/// Serves `state` on a free loopback port from the current tokio runtime; returns the base URL
+/// (`http://127.0.0.1:PORT`). The demos that need a server and the tests start one this way.
+pub async fn serve_on_loopback(state: Arc<AppState>) -> std::io::Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let app = router(state);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(base)
+}

@@ -1,0 +1,567 @@
+//! The OpenAI-compatible server, driven over real HTTP (reqwest) on loopback: every error
+//! status and body, plain and streamed answers, cancellation on disconnect (visible in
+//! /metrics), timeouts, the queue bound, graceful shutdown (in process and by SIGTERM to the
+//! binary), and 100+ concurrent clients who each get their own answer.
+//! Tests that need the model skip (and say so) when it has not been fetched.
+
+use chapters_code::assets;
+use chapters_code::engine::SchedulerConfig;
+use chapters_code::serve::client::{self, ClientError};
+use chapters_code::serve::{AppState, ServerConfig, app_state, serve_on_loopback};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+struct Server {
+    base: String,
+    state: Arc<AppState>,
+    http: reqwest::Client,
+}
+
+const MODEL_ID: &str = "smollm2-test";
+
+/// Starts a server on a free loopback port, or `None` without the model.
+async fn start(max_in_flight: usize, timeout: Duration) -> Option<Server> {
+    let Some(path) = assets::model_for_tests() else {
+        eprintln!("skipped: the model is not fetched (cargo xtask fetch-model)");
+        return None;
+    };
+    let scheduler = SchedulerConfig {
+        kv_budget_bytes: 32 << 20,
+        ..SchedulerConfig::default()
+    };
+    let config = ServerConfig {
+        model_id: MODEL_ID.into(),
+        max_body_bytes: 64 << 10,
+        request_timeout: timeout,
+    };
+    let state = app_state(&path, 1, scheduler, max_in_flight, config).expect("the server starts");
+    let base = serve_on_loopback(Arc::clone(&state)).await.unwrap();
+    Some(Server {
+        base,
+        state,
+        http: reqwest::Client::new(),
+    })
+}
+
+impl Server {
+    async fn post(&self, route: &str, body: &Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}{route}", self.base))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn post_raw(&self, route: &str, body: Vec<u8>) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}{route}", self.base))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, route: &str) -> (u16, String) {
+        let r = self
+            .http
+            .get(format!("{}{route}", self.base))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    async fn stream(&self, route: &str, body: &Value) -> Result<client::Streamed, ClientError> {
+        client::stream(&self.http, &format!("{}{route}", self.base), body, |_| {}).await
+    }
+
+    /// The value of one metric line (`name` includes its labels), or 0 when absent.
+    async fn metric(&self, name: &str) -> f64 {
+        let (_, text) = self.get("/metrics").await;
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(name)
+                    .and_then(|rest| rest.trim().parse().ok())
+            })
+            .unwrap_or(0.0)
+    }
+
+    /// Waits (up to 20 s) until a metric reads `want`: the engine thread refreshes its gauges
+    /// after each step, a moment after the responses of that step went out.
+    async fn metric_becomes(&self, name: &str, want: f64) {
+        let until = Instant::now() + Duration::from_secs(20);
+        loop {
+            let got = self.metric(name).await;
+            if got == want {
+                return;
+            }
+            assert!(
+                Instant::now() < until,
+                "{name} is {got}, not {want}, after 20 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Asserts an OpenAI error body with this status, code and param.
+fn assert_error(got: &(u16, Value), status: u16, code: &str, param: Option<&str>) {
+    let (s, body) = got;
+    assert_eq!(*s, status, "{body}");
+    let e = &body["error"];
+    assert_eq!(e["code"], code, "{body}");
+    assert!(
+        e["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    assert!(e["type"].is_string(), "{body}");
+    assert_eq!(e["param"].as_str(), param, "{body}");
+}
+
+fn greedy(prompt: &str, max_tokens: usize) -> Value {
+    json!({ "model": MODEL_ID, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0 })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_has_its_status_and_openai_shape() {
+    let Some(s) = start(64, Duration::from_secs(60)).await else {
+        return;
+    };
+    let c = "/v1/completions";
+    assert_error(
+        &s.post_raw(c, b"{not json".to_vec()).await,
+        400,
+        "invalid_json",
+        None,
+    );
+    assert_error(
+        &s.post(c, &json!({"prompt": "hi", "temperature": -1})).await,
+        400,
+        "invalid_value",
+        Some("temperature"),
+    );
+    assert_error(
+        &s.post(c, &json!({"prompt": "hi", "n": 2})).await,
+        400,
+        "invalid_value",
+        Some("n"),
+    );
+    assert_error(
+        &s.post(c, &json!({"prompt": "hi", "max_tokens": "ten"}))
+            .await,
+        400,
+        "invalid_value",
+        Some("max_tokens"),
+    );
+    assert_error(
+        &s.post(c, &json!({"max_tokens": 3})).await,
+        400,
+        "invalid_value",
+        Some("prompt"),
+    );
+    assert_error(
+        &s.post(
+            "/v1/chat/completions",
+            &json!({"messages": [{"role": "user"}]}),
+        )
+        .await,
+        400,
+        "invalid_value",
+        Some("messages[0].content"),
+    );
+    assert_error(
+        &s.post(c, &json!({"prompt": [1, 2, 99_999_999]})).await,
+        400,
+        "invalid_value",
+        Some("prompt"),
+    );
+    assert_error(
+        &s.post(c, &json!({"model": "gpt-4", "prompt": "hi"})).await,
+        404,
+        "model_not_found",
+        Some("model"),
+    );
+    assert_error(
+        &s.post("/v1/nothing", &json!({})).await,
+        404,
+        "unknown_route",
+        None,
+    );
+    let big = json!({ "prompt": "a".repeat(100 << 10) });
+    assert_error(&s.post(c, &big).await, 413, "request_too_large", None);
+    // Longer than the KV cache can hold (32 MiB here): refused before it reaches the engine.
+    let long = vec![28_u32; s.state.runner.max_prompt_tokens + 1];
+    assert_error(
+        &s.post(c, &json!({ "prompt": long })).await,
+        400,
+        "context_length_exceeded",
+        Some("prompt"),
+    );
+    // Failures are counted by reason.
+    assert_eq!(
+        s.metric("prodml_requests_total{outcome=\"failure\",reason=\"invalid_value\"}")
+            .await,
+        6.0
+    );
+
+    let (status, models) = s.get("/v1/models").await;
+    assert_eq!(status, 200);
+    let models: Value = serde_json::from_str(&models).unwrap();
+    assert_eq!(models["data"][0]["id"], MODEL_ID);
+    let (status, health) = s.get("/health").await;
+    assert_eq!(status, 200, "{health}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_and_streamed_answers_agree_and_have_every_field() {
+    let Some(s) = start(64, Duration::from_secs(60)).await else {
+        return;
+    };
+    let c = "/v1/completions";
+    let (status, plain) = s.post(c, &greedy("The capital of France is", 12)).await;
+    assert_eq!(status, 200, "{plain}");
+    assert_eq!(plain["object"], "text_completion");
+    assert!(plain["id"].as_str().unwrap().starts_with("cmpl-"));
+    assert!(plain["created"].as_u64().unwrap() > 0);
+    assert_eq!(plain["model"], MODEL_ID);
+    assert_eq!(plain["choices"][0]["finish_reason"], "length");
+    assert_eq!(plain["usage"]["completion_tokens"], 12);
+    let text = plain["choices"][0]["text"].as_str().unwrap().to_string();
+    assert!(!text.is_empty());
+
+    let mut body = greedy("The capital of France is", 12);
+    body["stream"] = json!(true);
+    body["stream_options"] = json!({ "include_usage": true });
+    let streamed = s.stream(c, &body).await.unwrap();
+    assert_eq!(streamed.text, text);
+    assert!(streamed.done, "the stream ends with [DONE]");
+    assert_eq!(streamed.finish_reason.as_deref(), Some("length"));
+    assert_eq!(streamed.usage.as_ref().unwrap()["completion_tokens"], 12);
+    let last = streamed.chunks.last().unwrap();
+    assert_eq!(last["choices"], json!([]), "the usage chunk has no choices");
+    assert!(
+        streamed
+            .chunks
+            .iter()
+            .all(|c| c["object"] == "text_completion")
+    );
+
+    // A stop string cut from the greedy text: the answer ends before it, plain and streamed,
+    // and no piece of it leaks into the stream.
+    let stop: String = text.trim_start().chars().skip(4).take(3).collect();
+    let cut = &text[..text.find(&stop).unwrap()];
+    let mut body = greedy("The capital of France is", 12);
+    body["stop"] = json!([stop]);
+    let (_, plain) = s.post(c, &body).await;
+    assert_eq!(plain["choices"][0]["text"], cut);
+    assert_eq!(plain["choices"][0]["finish_reason"], "stop");
+    body["stream"] = json!(true);
+    let streamed = s.stream(c, &body).await.unwrap();
+    assert_eq!(streamed.text, cut);
+    assert_eq!(streamed.finish_reason.as_deref(), Some("stop"));
+
+    // Chat: a role delta first, then content, then the finish reason.
+    let chat = json!({ "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 8, "temperature": 0, "stream": true });
+    let streamed = s.stream("/v1/chat/completions", &chat).await.unwrap();
+    assert_eq!(
+        streamed.chunks[0]["choices"][0]["delta"]["role"],
+        "assistant"
+    );
+    assert!(
+        streamed
+            .chunks
+            .iter()
+            .all(|c| c["object"] == "chat.completion.chunk")
+    );
+    assert!(!streamed.text.is_empty());
+    let mut plain_chat = chat.clone();
+    plain_chat["stream"] = json!(false);
+    let (status, plain) = s.post("/v1/chat/completions", &plain_chat).await;
+    assert_eq!(status, 200, "{plain}");
+    assert_eq!(plain["object"], "chat.completion");
+    assert_eq!(plain["choices"][0]["message"]["role"], "assistant");
+    assert_eq!(
+        plain["choices"][0]["message"]["content"],
+        streamed.text.as_str()
+    );
+
+    // Log-probabilities: the chosen token's and the two most likely, summing to ≤ 1.
+    let mut lp = greedy("The capital of France is", 3);
+    lp["logprobs"] = json!(2);
+    let (_, plain) = s.post(c, &lp).await;
+    let l = &plain["choices"][0]["logprobs"];
+    assert_eq!(l["tokens"].as_array().unwrap().len(), 3, "{plain}");
+    assert_eq!(
+        l["top_logprobs"][0].as_object().unwrap().len(),
+        2,
+        "{plain}"
+    );
+    assert!(l["token_logprobs"][0].as_f64().unwrap() <= 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_and_twelve_concurrent_clients_each_get_their_own_answer() {
+    let Some(s) = start(256, Duration::from_secs(300)).await else {
+        return;
+    };
+    let s = Arc::new(s);
+    let prompts = [
+        "The capital of France is",
+        "Water boils at",
+        "def fibonacci(n):",
+        "Once upon a time",
+        "The largest planet is",
+        "1, 2, 3, 4,",
+        "Machine learning is",
+        "Rust is a language that",
+    ];
+    // What each prompt gives when it runs alone.
+    let mut alone = Vec::new();
+    for p in prompts {
+        let (status, r) = s.post("/v1/completions", &greedy(p, 6)).await;
+        assert_eq!(status, 200, "{r}");
+        alone.push(r["choices"][0]["text"].as_str().unwrap().to_string());
+    }
+    let mut tasks = Vec::new();
+    for i in 0..112 {
+        let s = Arc::clone(&s);
+        let prompt = prompts[i % prompts.len()];
+        tasks.push(tokio::spawn(async move {
+            let mut body = greedy(prompt, 6);
+            if i % 2 == 0 {
+                body["stream"] = json!(true);
+                s.stream("/v1/completions", &body)
+                    .await
+                    .map(|r| r.text)
+                    .map_err(|e| e.to_string())
+            } else {
+                let (status, r) = s.post("/v1/completions", &body).await;
+                match status {
+                    200 => Ok(r["choices"][0]["text"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string()),
+                    _ => Err(r.to_string()),
+                }
+            }
+        }));
+    }
+    for (i, t) in tasks.into_iter().enumerate() {
+        let got = t
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("client {i}: {e}"));
+        assert_eq!(
+            got,
+            alone[i % prompts.len()],
+            "client {i} got another request's answer"
+        );
+    }
+    s.metric_becomes("prodml_kv_blocks_used", 0.0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_disconnects_cancels_and_frees_its_blocks() {
+    use futures_util::StreamExt;
+    let Some(s) = start(64, Duration::from_secs(300)).await else {
+        return;
+    };
+    let mut body = greedy("Tell me a very long story.", 1000);
+    body["stream"] = json!(true);
+    body["ignore_eos"] = json!(true);
+    let r = s
+        .http
+        .post(format!("{}/v1/completions", s.base))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let mut bytes = r.bytes_stream();
+    let first = bytes.next().await.unwrap().unwrap();
+    assert!(!first.is_empty());
+    let until = Instant::now() + Duration::from_secs(20);
+    while s.metric("prodml_kv_blocks_used").await == 0.0 {
+        assert!(
+            Instant::now() < until,
+            "the request holds blocks while it runs"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(bytes); // the client leaves
+    s.metric_becomes(
+        "prodml_requests_total{outcome=\"failure\",reason=\"cancelled\"}",
+        1.0,
+    )
+    .await;
+    s.metric_becomes("prodml_kv_blocks_used", 0.0).await;
+    assert_eq!(s.state.runner.in_flight(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_gets_429_and_a_slow_request_times_out() {
+    let Some(s) = start(2, Duration::from_millis(1500)).await else {
+        return;
+    };
+    let s = Arc::new(s);
+    let mut long = greedy("Tell me a very long story.", 1000);
+    long["ignore_eos"] = json!(true);
+    let plain_long = long.clone();
+    long["stream"] = json!(true);
+    let holders: Vec<_> = (0..2)
+        .map(|_| {
+            let s = Arc::clone(&s);
+            let body = long.clone();
+            tokio::spawn(async move { s.stream("/v1/completions", &body).await })
+        })
+        .collect();
+    while s.state.runner.in_flight() < 2 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_error(
+        &s.post("/v1/completions", &greedy("hi", 2)).await,
+        429,
+        "queue_full",
+        None,
+    );
+    // Both holders run past the timeout: their streams end with an error event.
+    for h in holders {
+        let e = h.await.unwrap().unwrap_err().to_string();
+        assert!(e.contains("timeout"), "{e}");
+    }
+    let started = Instant::now();
+    let got = s.post("/v1/completions", &plain_long).await;
+    assert_error(&got, 504, "timeout", None);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(
+        s.metric("prodml_requests_total{outcome=\"failure\",reason=\"timeout\"}")
+            .await,
+        3.0
+    );
+    s.metric_becomes("prodml_kv_blocks_used", 0.0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutting_down_refuses_new_requests_and_finishes_those_in_flight() {
+    let Some(s) = start(64, Duration::from_secs(300)).await else {
+        return;
+    };
+    let s = Arc::new(s);
+    let mut body = greedy("Once upon a time", 24);
+    body["stream"] = json!(true);
+    let runner = {
+        let s = Arc::clone(&s);
+        tokio::spawn(async move { s.stream("/v1/completions", &body).await })
+    };
+    while s.state.runner.in_flight() < 1 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    s.state.runner.begin_shutdown();
+    assert_error(
+        &s.post("/v1/completions", &greedy("hi", 2)).await,
+        503,
+        "shutting_down",
+        None,
+    );
+    assert_eq!(s.get("/health").await.0, 503);
+    let done = runner.await.unwrap().unwrap();
+    assert!(done.done);
+    assert_eq!(done.finish_reason.as_deref(), Some("length"));
+    assert_eq!(done.usage, None, "no usage chunk unless asked");
+}
+
+/// The binary: SIGTERM → 503 for new requests, the request in flight completes, exit 0.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_drains_on_sigterm_and_exits_zero() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let Some(path) = assets::model_for_tests() else {
+        return;
+    };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_demo-serving-api"))
+        .args([
+            "--port",
+            "0",
+            "--kv-mib",
+            "32",
+            "--threads",
+            "1",
+            "--drain-s",
+            "60",
+            "--model-id",
+            MODEL_ID,
+        ])
+        .arg("--model")
+        .arg(&path)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+    let http = reqwest::Client::new();
+    let mut body = greedy("Once upon a time", 40);
+    body["stream"] = json!(true);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let mut tx = Some(tx);
+    let in_flight = {
+        let (http, url) = (http.clone(), format!("{base}/v1/completions"));
+        tokio::spawn(async move {
+            client::stream(&http, &url, &body, |_| {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(());
+                }
+            })
+            .await
+        })
+    };
+    rx.await.unwrap(); // the first token is out
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = http
+            .post(format!("{base}/v1/completions"))
+            .json(&greedy("hi", 2))
+            .send()
+            .await
+            .unwrap();
+        if r.status().as_u16() == 503 {
+            let body: Value = r.json().await.unwrap();
+            assert_eq!(body["error"]["code"], "shutting_down");
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "still answering {} after SIGTERM",
+            r.status()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let done = in_flight.await.unwrap().unwrap();
+    assert!(done.done, "the request in flight completed");
+    assert_eq!(done.finish_reason.as_deref(), Some("length"));
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "exit status {status}");
+}
