@@ -52,6 +52,29 @@ pub const DEMOS: &[DemoJob] = &[
         bin: "demo-perplexity",
         args: &["--output", "json", "--verify"],
     },
+    DemoJob {
+        bin: "demo-kv-cache",
+        args: &["--output", "json", "--verify"],
+    },
+    DemoJob {
+        bin: "demo-continuous-batching",
+        args: &["--output", "json", "--verify"],
+    },
+    DemoJob {
+        bin: "demo-streaming",
+        args: &[
+            "--benchmark",
+            "--output",
+            "json",
+            "--verify",
+            "--stop",
+            "bon",
+        ],
+    },
+    DemoJob {
+        bin: "demo-throughput-bench",
+        args: &["--output", "json", "--verify"],
+    },
 ];
 
 pub const CRITERION: &[CriterionJob] = &[

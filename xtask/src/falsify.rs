@@ -244,7 +244,139 @@ pub const CLAIMS: &[Claim] = &[
             })
         },
     },
+    Claim {
+        id: "KV-1",
+        chapter: "The KV cache",
+        statement: "Paged blocks keep at least 90% of the reserved KV memory holding real tokens",
+        check: |root| {
+            let Some(t) = table(root, "kv-efficiency")? else {
+                return Ok(missing("kv-efficiency"));
+            };
+            let paged = t.table.rows.iter().find_map(|r| {
+                let scheme = r.get("scheme")?.as_str()?;
+                scheme
+                    .starts_with("paged")
+                    .then(|| r.get("efficiency")?.as_f64())?
+            });
+            Ok(at_least(
+                paged,
+                90.0,
+                "% of reserved bytes hold tokens",
+                "kv-efficiency",
+            ))
+        },
+    },
+    Claim {
+        id: "CB-1",
+        chapter: "Continuous batching",
+        statement: "Continuous batching has a higher throughput than static batching on the same workload",
+        check: |root| {
+            let Some(t) = table(root, "batching-comparison")? else {
+                return Ok(missing("batching-comparison"));
+            };
+            let rate = |p| t.table.lookup("policy", p, "throughput");
+            Ok(match (rate("continuous"), rate("static")) {
+                (Some(c), Some(s)) => {
+                    let evidence =
+                        format!("{c:.1} against {s:.1} tokens per second ({:.2}×)", c / s);
+                    if c > s {
+                        Verdict::Holds(evidence)
+                    } else {
+                        Verdict::Falsified(evidence)
+                    }
+                }
+                _ => missing("batching-comparison"),
+            })
+        },
+    },
+    Claim {
+        id: "CB-2",
+        chapter: "Continuous batching",
+        statement: "Continuous batching keeps batch utilization at or above 85%",
+        check: |root| {
+            let Some(t) = table(root, "batching-comparison")? else {
+                return Ok(missing("batching-comparison"));
+            };
+            let u = t.table.lookup("policy", "continuous", "utilization");
+            Ok(at_least(
+                u,
+                85.0,
+                "% of batch slots did useful work",
+                "batching-comparison",
+            ))
+        },
+    },
+    Claim {
+        id: "TP-1",
+        chapter: "Throughput benchmark",
+        statement: "Eight concurrent streams get at least twice the aggregate throughput of one",
+        check: |root| {
+            let Some(t) = table(root, "throughput-levels")? else {
+                return Ok(missing("throughput-levels"));
+            };
+            let rate = |clients: i64| {
+                t.table
+                    .rows
+                    .iter()
+                    .find(|r| r.get("concurrency").and_then(|v| v.as_i64()) == Some(clients))
+                    .and_then(|r| r.get("throughput")?.as_f64())
+            };
+            Ok(match (rate(1), rate(8)) {
+                (Some(one), Some(eight)) => {
+                    let evidence = format!(
+                        "{eight:.1} against {one:.1} tokens per second ({:.2}×)",
+                        eight / one
+                    );
+                    if eight >= 2.0 * one {
+                        Verdict::Holds(evidence)
+                    } else {
+                        Verdict::Falsified(evidence)
+                    }
+                }
+                _ => missing("throughput-levels"),
+            })
+        },
+    },
+    Claim {
+        id: "ST-1",
+        chapter: "Streaming",
+        statement: "Streaming shows the first text sooner without making the complete answer more than 10% slower",
+        check: |root| {
+            let Some(t) = table(root, "streaming-vs-plain")? else {
+                return Ok(missing("streaming-vs-plain"));
+            };
+            let get = |mode, key| t.table.lookup("mode", mode, key);
+            Ok(
+                match (
+                    get("plain JSON", "total"),
+                    get("streamed (SSE)", "first"),
+                    get("streamed (SSE)", "total"),
+                ) {
+                    (Some(plain), Some(first), Some(total)) => {
+                        let evidence = format!(
+                            "first text after {first:.0} instead of {plain:.0} ms; complete after {total:.0} ms"
+                        );
+                        if first < plain && total <= 1.1 * plain {
+                            Verdict::Holds(evidence)
+                        } else {
+                            Verdict::Falsified(evidence)
+                        }
+                    }
+                    _ => missing("streaming-vs-plain"),
+                },
+            )
+        },
+    },
 ];
+
+/// Holds when `value` is at least `floor`.
+fn at_least(value: Option<f64>, floor: f64, what: &str, table: &str) -> Verdict {
+    match value {
+        Some(v) if v >= floor => Verdict::Holds(format!("{v:.1}{what}")),
+        Some(v) => Verdict::Falsified(format!("{v:.1}{what}")),
+        None => missing(table),
+    }
+}
 
 /// A row of the parity table: holds when its last column says yes.
 fn parity_row(root: &Path, check: &str) -> Result<Verdict> {

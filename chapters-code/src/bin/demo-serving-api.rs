@@ -13,6 +13,8 @@ use std::time::Duration;
 /// /v1/chat/completions (plain or streamed as Server-Sent Events), GET /v1/models, GET /health,
 /// GET /metrics (Prometheus). Requests are batched continuously. SIGTERM or Ctrl-C: new
 /// requests get 503, requests in flight finish (up to --drain-s), then the server exits 0.
+/// With --verify: start, check itself over HTTP (health, a chat answer plain and streamed,
+/// an error), then shut down; exit status 1 on a failed check.
 #[derive(Parser, Debug)]
 #[command(name = "demo-serving-api", version)]
 struct Cli {
@@ -117,8 +119,25 @@ async fn serve(
     let draining = Arc::new(tokio::sync::Notify::new());
     let drained = Arc::clone(&draining);
     let app = router(state);
+    // --verify: a client task checks the server; its verdict stops the server like a signal.
+    let (verdict_tx, verdict_rx) = tokio::sync::oneshot::channel::<bool>();
+    // Without --verify the sender stays here, unused, so the verdict never comes.
+    let _unused_sender = if cli.demo.verify {
+        let base = format!("http://{addr}");
+        tokio::spawn(async move {
+            let _ = verdict_tx.send(self_check(&base).await);
+        });
+        None
+    } else {
+        Some(verdict_tx)
+    };
+    let passed = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let verdict = Arc::clone(&passed);
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown_signal().await;
+        tokio::select! {
+            _ = shutdown_signal() => {}
+            ok = verdict_rx => verdict.store(ok.unwrap_or(false), std::sync::atomic::Ordering::SeqCst),
+        }
         eprintln!(
             "shutting down: new requests get 503; {} in flight may take up to {}s",
             runner.in_flight(),
@@ -146,7 +165,57 @@ async fn serve(
         } => {}
     }
     eprintln!("stopped");
+    if !passed.load(std::sync::atomic::Ordering::SeqCst) {
+        std::process::exit(1);
+    }
     Ok(())
+}
+
+/// --verify: the server checks itself over HTTP as a client would.
+async fn self_check(base: &str) -> bool {
+    use chapters_code::serve::client;
+    use serde_json::{Value, json};
+    let http = reqwest::Client::new();
+    let mut ok = true;
+    let mut check = |what: &str, good: bool| {
+        eprintln!("{} {what}", if good { "ok  " } else { "FAIL" });
+        ok &= good;
+    };
+    let health = http.get(format!("{base}/health")).send().await;
+    check(
+        "GET /health is 200",
+        health.is_ok_and(|r| r.status() == 200),
+    );
+    let url = format!("{base}/v1/chat/completions");
+    let body = json!({ "messages": [{"role": "user", "content": "What is the capital of France?"}], "max_tokens": 16, "temperature": 0 });
+    let plain: Option<Value> = match http.post(&url).json(&body).send().await {
+        Ok(r) => r.json().await.ok(),
+        Err(_) => None,
+    };
+    let text = plain
+        .as_ref()
+        .and_then(|p| p.pointer("/choices/0/message/content"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    check("a chat completion answers", !text.is_empty());
+    let mut streamed_body = body.clone();
+    streamed_body["stream"] = json!(true);
+    let streamed = client::stream(&http, &url, &streamed_body, |_| {}).await;
+    check(
+        "the streamed answer equals the plain one and ends with [DONE]",
+        streamed.is_ok_and(|s| s.done && s.text == text),
+    );
+    let bad = http
+        .post(&url)
+        .json(&json!({ "messages": [], "max_tokens": 1 }))
+        .send()
+        .await;
+    check(
+        "an empty `messages` is a 400",
+        bad.is_ok_and(|r| r.status() == 400),
+    );
+    ok
 }
 
 /// SIGTERM (what process managers send) or Ctrl-C.

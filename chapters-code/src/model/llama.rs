@@ -163,6 +163,7 @@ impl<'a> Llama<'a> {
         Ok(logits.pop().unwrap_or_default())
     }
 
+    // ANCHOR: forward_batch
     /// One forward step of several sequences at once: every sequence's new tokens go through
     /// each weight matrix together — the weights are read once for the whole batch — while
     /// attention runs per sequence over its own keys and values in `kv`. Returns each
@@ -207,6 +208,7 @@ impl<'a> Llama<'a> {
         let mut att = vec![0.0f32; n * d];
         let mut proj = vec![0.0f32; n * d];
         let (mut gate, mut up) = (vec![0.0f32; n * c.ffn_dim], vec![0.0f32; n * c.ffn_dim]);
+        // ANCHOR_END: forward_batch
 
         for (li, layer) in self.layers.iter().enumerate() {
             // Attention block.
