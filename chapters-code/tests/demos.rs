@@ -126,6 +126,38 @@ fn every_demo_explains_its_flags() {
             env!("CARGO_BIN_EXE_demo-model-file"),
             &["--model", "--benchmark", "--output"][..],
         ),
+        (
+            env!("CARGO_BIN_EXE_demo-kv-cache"),
+            &["--requests", "--kv-mib", "--max-running", "--output"][..],
+        ),
+        (
+            env!("CARGO_BIN_EXE_demo-continuous-batching"),
+            &[
+                "--requests",
+                "--interarrival-ms",
+                "--output-tokens",
+                "--verify",
+            ][..],
+        ),
+        (
+            env!("CARGO_BIN_EXE_demo-serving-api"),
+            &[
+                "--port",
+                "--host",
+                "--max-queue",
+                "--timeout-s",
+                "--drain-s",
+                "--kv-mib",
+            ][..],
+        ),
+        (
+            env!("CARGO_BIN_EXE_demo-streaming"),
+            &["--prompt", "--stop", "--url", "--benchmark"][..],
+        ),
+        (
+            env!("CARGO_BIN_EXE_demo-throughput-bench"),
+            &["--concurrency", "--max-tokens", "--url", "--time-limit-s"][..],
+        ),
     ] {
         let out = run(bin, &["--help"]);
         assert!(out.status.success());
@@ -134,6 +166,17 @@ fn every_demo_explains_its_flags() {
             assert!(help.contains(flag), "{bin} --help lacks {flag}");
         }
     }
+}
+
+#[test]
+fn the_benchmark_refuses_servers_on_other_machines() {
+    let out = run(
+        env!("CARGO_BIN_EXE_demo-throughput-bench"),
+        &["--url", "http://example.com/v1/completions"],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("loopback"), "{err}");
 }
 
 #[test]

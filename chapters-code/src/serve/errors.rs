@@ -136,3 +136,15 @@ impl IntoResponse for ApiError {
         (self.status, axum::Json(self.body())).into_response()
     }
 }
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.status.as_u16(), self.message)?;
+        if let Some(param) = &self.param {
+            write!(f, " (param `{param}`)")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ApiError {}
