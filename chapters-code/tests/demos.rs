@@ -155,6 +155,10 @@ fn every_demo_explains_its_flags() {
             &["--prompt", "--stop", "--url", "--benchmark"][..],
         ),
         (
+            env!("CARGO_BIN_EXE_demo-quantization"),
+            &["--formats", "--chunks", "--quantize-output", "--write", "--verify"][..],
+        ),
+        (
             env!("CARGO_BIN_EXE_demo-throughput-bench"),
             &["--concurrency", "--max-tokens", "--url", "--time-limit-s"][..],
         ),

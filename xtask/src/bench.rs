@@ -75,6 +75,10 @@ pub const DEMOS: &[DemoJob] = &[
         bin: "demo-throughput-bench",
         args: &["--output", "json", "--verify"],
     },
+    DemoJob {
+        bin: "demo-quantization",
+        args: &["--output", "json", "--verify", "--chunks", "8"],
+    },
 ];
 
 pub const CRITERION: &[CriterionJob] = &[

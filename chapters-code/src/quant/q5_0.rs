@@ -1,0 +1,86 @@
+//! Q5_0: llama.cpp's 5-bit symmetric block, 32 weights: x = d · (q − 16), the fifth bits
+//! gathered in one 32-bit word. 22 bytes per 32 weights (5.5 bits each).
+
+use super::blocks::{BlockQ8_0, QK};
+use super::f16::{f16_to_f32, f32_to_f16};
+
+// ANCHOR: block_q5_0
+/// Element j: low 4 bits in the low nibble of `qs[j]` (j < 16) or the high nibble of
+/// `qs[j − 16]`; fifth bit = bit j of `qh` (little-endian).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BlockQ5_0 {
+    pub d: u16,
+    pub qh: [u8; 4],
+    pub qs: [u8; QK / 2],
+}
+// ANCHOR_END: block_q5_0
+
+// SAFETY: integer fields without padding (size checked below).
+unsafe impl crate::formats::gguf::Pod for BlockQ5_0 {}
+const _: () = assert!(std::mem::size_of::<BlockQ5_0>() == 22);
+
+/// f32 → Q5_0 as llama.cpp's reference: d = m / −16 where m is the value of largest
+/// magnitude (so that m itself maps to code 0), q = min(31, ⌊x/d + 16.5⌋).
+pub fn quantize_q5_0(x: &[f32]) -> Vec<BlockQ5_0> {
+    x.chunks_exact(QK)
+        .map(|x| {
+            let max = x
+                .iter()
+                .copied()
+                .fold(0.0f32, |m, v| if v.abs() > m.abs() { v } else { m });
+            let d = max / -16.0;
+            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            let code = |v: f32| ((v * id + 16.5) as u8).min(31);
+            let mut b = BlockQ5_0 {
+                d: f32_to_f16(d),
+                qh: [0; 4],
+                qs: [0; QK / 2],
+            };
+            let mut qh = 0u32;
+            for j in 0..QK / 2 {
+                let (lo, hi) = (code(x[j]), code(x[j + QK / 2]));
+                b.qs[j] = (lo & 0x0f) | ((hi & 0x0f) << 4);
+                qh |= u32::from(lo >> 4) << j;
+                qh |= u32::from(hi >> 4) << (j + QK / 2);
+            }
+            b.qh = qh.to_le_bytes();
+            b
+        })
+        .collect()
+}
+
+/// The 5-bit code of element `j`.
+#[inline(always)]
+fn code(b: &BlockQ5_0, j: usize) -> u8 {
+    let qh = u32::from_le_bytes(b.qh);
+    let low = if j < QK / 2 {
+        b.qs[j] & 0x0f
+    } else {
+        b.qs[j - QK / 2] >> 4
+    };
+    low | ((((qh >> j) & 1) as u8) << 4)
+}
+
+/// Q5_0 → f32.
+pub fn dequantize_q5_0(blocks: &[BlockQ5_0], out: &mut [f32]) {
+    for (b, y) in blocks.iter().zip(out.chunks_exact_mut(QK)) {
+        let d = f16_to_f32(b.d);
+        for (j, y) in y.iter_mut().enumerate() {
+            *y = f32::from(code(b, j) as i8 - 16) * d;
+        }
+    }
+}
+
+/// Q5_0 · Q8_0, scalar reference.
+pub fn dot_q5_0_q8_0(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
+    w.iter()
+        .zip(a)
+        .map(|(b, a)| {
+            let dot: i32 = (0..QK)
+                .map(|j| i32::from(code(b, j) as i8 - 16) * i32::from(a.qs[j]))
+                .sum();
+            f16_to_f32(b.d) * f16_to_f32(a.d) * dot as f32
+        })
+        .sum()
+}
