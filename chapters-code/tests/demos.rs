@@ -156,7 +156,13 @@ fn every_demo_explains_its_flags() {
         ),
         (
             env!("CARGO_BIN_EXE_demo-quantization"),
-            &["--formats", "--chunks", "--quantize-output", "--write", "--verify"][..],
+            &[
+                "--formats",
+                "--chunks",
+                "--quantize-output",
+                "--write",
+                "--verify",
+            ][..],
         ),
         (
             env!("CARGO_BIN_EXE_demo-throughput-bench"),

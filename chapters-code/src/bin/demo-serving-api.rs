@@ -95,11 +95,7 @@ fn main() -> Result<()> {
         cli.max_queue as usize,
         config,
     )?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = chapters_code::serve::runtime().context("starting the async runtime")?;
     runtime.block_on(serve(cli, state, model_id))
 }
 

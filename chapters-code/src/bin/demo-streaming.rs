@@ -54,11 +54,7 @@ struct Cli {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     cli.demo.check_output()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = chapters_code::serve::runtime().context("starting the async runtime")?;
     runtime.block_on(run(cli))
 }
 

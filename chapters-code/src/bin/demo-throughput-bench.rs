@@ -61,11 +61,7 @@ fn main() -> Result<()> {
     if cli.time_limit_s.is_nan() || cli.time_limit_s <= 0.0 {
         bail!("--time-limit-s must be positive");
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = chapters_code::serve::runtime().context("starting the async runtime")?;
     runtime.block_on(run(cli))
 }
 

@@ -110,42 +110,51 @@ pub fn pack_scales(sc: &[u8; 8], m: &[u8; 8]) -> [u8; 12] {
 }
 
 // ANCHOR: dequantize_q4_k
+/// The 4-bit code of element `l` of sub-block `sub`: sub-blocks 2i and 2i + 1 share the 32
+/// bytes `qs[32i..32i + 32]`, low nibbles then high nibbles.
+#[inline(always)]
+fn nibble(qs: &[u8; QK_K / 2], sub: usize, l: usize) -> u8 {
+    (qs[32 * (sub / 2) + l] >> (4 * (sub % 2))) & 0x0f
+}
+
+/// One super-block of 8 sub-blocks of 32 with a scale and a minimum each:
+/// y = d·sc·code − dmin·m.
+fn dequantize_scale_min(
+    d: u16,
+    dmin: u16,
+    scales: &[u8; 12],
+    code: impl Fn(usize, usize) -> u8,
+    y: &mut [f32],
+) {
+    let (d, dmin) = (f16_to_f32(d), f16_to_f32(dmin));
+    for (sub, y) in y.chunks_exact_mut(32).enumerate() {
+        let (sc, m) = unpack_scales(scales, sub);
+        let (dl, ml) = (d * f32::from(sc), dmin * f32::from(m));
+        for (l, y) in y.iter_mut().enumerate() {
+            *y = dl * f32::from(code(sub, l)) - ml;
+        }
+    }
+}
+
 /// Q4_K → f32.
 pub fn dequantize_q4_k(blocks: &[BlockQ4K], out: &mut [f32]) {
     for (b, y) in blocks.iter().zip(out.chunks_exact_mut(QK_K)) {
-        let (d, dmin) = (f16_to_f32(b.d), f16_to_f32(b.dmin));
-        for pair in 0..4 {
-            let q = &b.qs[32 * pair..32 * pair + 32];
-            for (half, shift) in [(0, 0), (1, 4)] {
-                let (sc, m) = unpack_scales(&b.scales, 2 * pair + half);
-                let (dl, ml) = (d * f32::from(sc), dmin * f32::from(m));
-                let y = &mut y[64 * pair + 32 * half..][..32];
-                for (y, &byte) in y.iter_mut().zip(q) {
-                    *y = dl * f32::from((byte >> shift) & 0x0f) - ml;
-                }
-            }
-        }
+        dequantize_scale_min(b.d, b.dmin, &b.scales, |sub, l| nibble(&b.qs, sub, l), y);
     }
 }
 // ANCHOR_END: dequantize_q4_k
 
+/// The 5-bit code of element `l` of sub-block `sub` of a Q5_K block: the nibble, plus bit
+/// `sub` of `qh[l]` as the fifth bit.
+#[inline(always)]
+fn code5(b: &BlockQ5K, sub: usize, l: usize) -> u8 {
+    nibble(&b.qs, sub, l) | (((b.qh[l] >> sub) & 1) << 4)
+}
+
 /// Q5_K → f32.
 pub fn dequantize_q5_k(blocks: &[BlockQ5K], out: &mut [f32]) {
     for (b, y) in blocks.iter().zip(out.chunks_exact_mut(QK_K)) {
-        let (d, dmin) = (f16_to_f32(b.d), f16_to_f32(b.dmin));
-        for pair in 0..4 {
-            let q = &b.qs[32 * pair..32 * pair + 32];
-            for (half, shift) in [(0, 0), (1, 4)] {
-                let sub = 2 * pair + half;
-                let (sc, m) = unpack_scales(&b.scales, sub);
-                let (dl, ml) = (d * f32::from(sc), dmin * f32::from(m));
-                let y = &mut y[32 * sub..][..32];
-                for l in 0..32 {
-                    let high = ((b.qh[l] >> sub) & 1) << 4;
-                    y[l] = dl * f32::from(((q[l] >> shift) & 0x0f) | high) - ml;
-                }
-            }
-        }
+        dequantize_scale_min(b.d, b.dmin, &b.scales, |sub, l| code5(b, sub, l), y);
     }
 }
 
@@ -459,55 +468,46 @@ pub fn quantize_acts_q8_k(x: &[f32]) -> Vec<BlockQ8K> {
 }
 
 // ANCHOR: dot_q4_k
-/// Q4_K · Q8_K, scalar reference: per sub-block, d·sc·da·Σ q·a − dmin·m·da·Σ a, the second
-/// sum read from the activations' precomputed `bsums`.
-pub fn dot_q4_k_q8_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
-    let mut sum = 0.0f32;
-    for (b, a) in w.iter().zip(a) {
-        let (d, dmin) = (f16_to_f32(b.d) * a.d, f16_to_f32(b.dmin) * a.d);
-        let (mut dots, mut mins) = (0i32, 0i32);
-        for sub in 0..8 {
-            let (sc, m) = unpack_scales(&b.scales, sub);
-            let (pair, shift) = (sub / 2, 4 * (sub % 2));
-            let q = &b.qs[32 * pair..32 * pair + 32];
-            let acts = &a.qs[32 * sub..32 * sub + 32];
-            let dot: i32 = q
-                .iter()
-                .zip(acts)
-                .map(|(&q, &x)| i32::from((q >> shift) & 0x0f) * i32::from(x))
-                .sum();
-            dots += i32::from(sc) * dot;
-            mins += i32::from(m) * (i32::from(a.bsums[2 * sub]) + i32::from(a.bsums[2 * sub + 1]));
-        }
-        sum += d * dots as f32 - dmin * mins as f32;
+/// One super-block with scales and minimums · Q8_K: per sub-block, d·sc·da·Σ code·a −
+/// dmin·m·da·Σ a, the second sum read from the activations' precomputed `bsums`.
+fn dot_scale_min(
+    d: u16,
+    dmin: u16,
+    scales: &[u8; 12],
+    code: impl Fn(usize, usize) -> u8,
+    a: &BlockQ8K,
+) -> f32 {
+    let (d, dmin) = (f16_to_f32(d) * a.d, f16_to_f32(dmin) * a.d);
+    let (mut dots, mut mins) = (0i32, 0i32);
+    for sub in 0..8 {
+        let (sc, m) = unpack_scales(scales, sub);
+        let acts = &a.qs[32 * sub..32 * sub + 32];
+        let dot: i32 = acts
+            .iter()
+            .enumerate()
+            .map(|(l, &x)| i32::from(code(sub, l)) * i32::from(x))
+            .sum();
+        dots += i32::from(sc) * dot;
+        mins += i32::from(m) * (i32::from(a.bsums[2 * sub]) + i32::from(a.bsums[2 * sub + 1]));
     }
-    sum
+    d * dots as f32 - dmin * mins as f32
+}
+
+/// Q4_K · Q8_K, scalar reference.
+pub fn dot_q4_k_q8_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
+    w.iter()
+        .zip(a)
+        .map(|(b, a)| dot_scale_min(b.d, b.dmin, &b.scales, |sub, l| nibble(&b.qs, sub, l), a))
+        .sum()
 }
 // ANCHOR_END: dot_q4_k
 
 /// Q5_K · Q8_K, scalar reference.
 pub fn dot_q5_k_q8_k(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
-    let mut sum = 0.0f32;
-    for (b, a) in w.iter().zip(a) {
-        let (d, dmin) = (f16_to_f32(b.d) * a.d, f16_to_f32(b.dmin) * a.d);
-        let (mut dots, mut mins) = (0i32, 0i32);
-        for sub in 0..8 {
-            let (sc, m) = unpack_scales(&b.scales, sub);
-            let (pair, shift) = (sub / 2, 4 * (sub % 2));
-            let q = &b.qs[32 * pair..32 * pair + 32];
-            let acts = &a.qs[32 * sub..32 * sub + 32];
-            let dot: i32 = (0..32)
-                .map(|l| {
-                    let code = ((q[l] >> shift) & 0x0f) | (((b.qh[l] >> sub) & 1) << 4);
-                    i32::from(code) * i32::from(acts[l])
-                })
-                .sum();
-            dots += i32::from(sc) * dot;
-            mins += i32::from(m) * (i32::from(a.bsums[2 * sub]) + i32::from(a.bsums[2 * sub + 1]));
-        }
-        sum += d * dots as f32 - dmin * mins as f32;
-    }
-    sum
+    w.iter()
+        .zip(a)
+        .map(|(b, a)| dot_scale_min(b.d, b.dmin, &b.scales, |sub, l| code5(b, sub, l), a))
+        .sum()
 }
 
 /// Q6_K · Q8_K, scalar reference.

@@ -479,3 +479,12 @@ pub async fn serve_on_loopback(state: Arc<AppState>) -> std::io::Result<String> 
     tokio::spawn(async move { axum::serve(listener, app).await });
     Ok(base)
 }
+
+/// The async runtime of the server and client demos: two worker threads (the engine has its
+/// own thread; HTTP work is light).
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+}
