@@ -367,6 +367,56 @@ pub const CLAIMS: &[Claim] = &[
             )
         },
     },
+    Claim {
+        id: "QZ-1",
+        chapter: "Quantization",
+        statement: "Requantizing the model to Q8_0 changes its perplexity by less than 1%",
+        check: |root| {
+            let Some(t) = table(root, "quantization-formats")? else {
+                return Ok(missing("quantization-formats"));
+            };
+            Ok(match t.table.lookup("format", "Q8_0", "dppl") {
+                Some(d) => {
+                    let evidence = format!("ΔPPL {d:+.2}% against the source");
+                    if d.abs() < 1.0 {
+                        Verdict::Holds(evidence)
+                    } else {
+                        Verdict::Falsified(evidence)
+                    }
+                }
+                None => missing("quantization-formats"),
+            })
+        },
+    },
+    Claim {
+        id: "QZ-2",
+        chapter: "Quantization",
+        statement: "Q4_K compresses the model at least 3.5× against F16 with a perplexity at most 10% worse",
+        check: |root| {
+            let Some(t) = table(root, "quantization-formats")? else {
+                return Ok(missing("quantization-formats"));
+            };
+            let ratio = t.table.lookup("format", "Q4_K", "vs_f16");
+            let dppl = t.table.lookup("format", "Q4_K", "dppl");
+            Ok(match (ratio, dppl) {
+                (Some(r), _) if r < 3.5 => Verdict::Falsified(format!(
+                    "{r:.2}× against F16: this model's rows of 576 are not whole 256-weight blocks, so most matrices fall back to Q5_0"
+                )),
+                (Some(r), Some(d)) => {
+                    let evidence = format!("{r:.2}× against F16, ΔPPL {d:+.2}%");
+                    if d <= 10.0 {
+                        Verdict::Holds(evidence)
+                    } else {
+                        Verdict::Falsified(evidence)
+                    }
+                }
+                (Some(r), None) => Verdict::NotMeasured(format!(
+                    "{r:.2}× against F16; perplexity needs the Q4_K kernels"
+                )),
+                _ => missing("quantization-formats"),
+            })
+        },
+    },
 ];
 
 /// Holds when `value` is at least `floor`.
