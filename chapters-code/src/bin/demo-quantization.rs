@@ -14,8 +14,8 @@ use serde_json::{Value, json};
 
 /// Requantize every weight matrix of the model (dequantized from its Q4_1 file) to F16, Q8_0,
 /// Q6_K, Q5_K, Q5_0, Q4_K, Q4_1, Q4_0 and NF4, and measure each: bits per weight, file size,
-/// compression, reconstruction error, and — for the formats the engine's kernels run —
-/// perplexity on the first chunks of the reference text. --verify writes each GGUF to memory,
+/// compression, reconstruction error, and perplexity on the first chunks of the reference
+/// text (every format GGUF can hold). --verify writes each GGUF to memory,
 /// parses it back and checks every tensor.
 #[derive(Parser, Debug)]
 #[command(name = "demo-quantization", version)]
@@ -48,12 +48,9 @@ struct Cli {
     write: Option<std::path::PathBuf>,
 }
 
-/// Weight formats the engine's matrix kernels run today.
+/// Weight formats the engine's matrix kernels run.
 fn engine_runs(ty: GgmlType) -> bool {
-    matches!(
-        ty,
-        GgmlType::F32 | GgmlType::F16 | GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1
-    )
+    chapters_code::kernels::matmul::QMatrix::supports(ty)
 }
 
 fn main() -> Result<()> {
@@ -125,11 +122,13 @@ fn main() -> Result<()> {
             if cli.demo.verify {
                 verified &= check_read_back(&source, &gguf, target, cli.quantize_output)?;
             }
-            if gguf
+            let unsupported: Vec<_> = gguf
                 .tensors
                 .iter()
-                .all(|t| t.dims.len() != 2 || engine_runs(t.ggml_type))
-            {
+                .filter(|t| t.dims.len() == 2 && !engine_runs(t.ggml_type))
+                .map(|t| (t.name.clone(), t.ggml_type))
+                .collect();
+            if unsupported.is_empty() {
                 bar.set_message(format!("perplexity of {}", target.name()));
                 ppl = ppl_of(&gguf)?;
             }
@@ -180,7 +179,7 @@ fn main() -> Result<()> {
         ]);
     }
     table.notes.push(format!(
-        "Source perplexity (the Q4_1 file as downloaded): {}, on the first {} chunks of 512 tokens of the reference text. Blank perplexity: the engine has no kernel for that format yet, or (NF4) GGUF cannot hold it. K-quants need rows of whole 256-weight blocks; this model's rows of 576 are not, so those matrices fall back to Q5_0 (Q4_K, Q5_K) or Q8_0 (Q6_K), as llama-quantize does. {}",
+        "Source perplexity (the Q4_1 file as downloaded): {}, on the first {} chunks of 512 tokens of the reference text. No perplexity for NF4: GGUF cannot hold it. The K-quant matrices run on scalar kernels (no SIMD yet), Q5_0 on AVX2. K-quants need rows of whole 256-weight blocks; this model's rows of 576 are not, so those matrices fall back to Q5_0 (Q4_K, Q5_K) or Q8_0 (Q6_K), as llama-quantize does. {}",
         baseline_ppl.map_or("not measured".to_string(), |p| format!("{p:.3}")),
         cli.chunks,
         if cli.quantize_output {

@@ -10,6 +10,7 @@
 //! Every public function here is `unsafe` to call: the CPU must have AVX2, FMA and F16C
 //! (`kernels::simd()` checks; the dispatchers in `kernels` only call these after it).
 
+use crate::quant::q5_0::BlockQ5_0;
 use crate::quant::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
 use std::arch::x86_64::*;
 
@@ -201,6 +202,42 @@ pub fn dot_q4_0_q8_0(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
     for (x, y) in w.iter().zip(a) {
         let scale = scale_product(x.d, y.d);
         let qx = _mm256_sub_epi8(unpack_nibbles(&x.qs), _mm256_set1_epi8(8));
+        acc = _mm256_fmadd_ps(scale, dot_i8_i8(qx, load_i8x32(&y.qs)), acc);
+    }
+    hsum_ps(acc)
+}
+
+/// 32 bits → 32 bytes, byte k = 0xFF when bit k is set: byte k/8 of the word is broadcast to
+/// byte k, masked with 1 << (k % 8), and compared with that mask.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn bits_to_bytes(bits: u32) -> __m256i {
+    let which_byte = _mm256_set_epi64x(
+        0x0303_0303_0303_0303,
+        0x0202_0202_0202_0202,
+        0x0101_0101_0101_0101,
+        0,
+    );
+    let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(bits as i32), which_byte);
+    let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201_u64 as i64);
+    _mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit)
+}
+
+/// Q5_0 × Q8_0: the nibbles unpacked as for Q4_0, the fifth bits spread from `qh` into bit 4
+/// of each byte, then −16 and the signed byte dot product.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub fn dot_q5_0_q8_0(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    for (x, y) in w.iter().zip(a) {
+        let scale = scale_product(x.d, y.d);
+        let high = _mm256_and_si256(
+            bits_to_bytes(u32::from_le_bytes(x.qh)),
+            _mm256_set1_epi8(0x10),
+        );
+        let qx = _mm256_sub_epi8(
+            _mm256_or_si256(unpack_nibbles(&x.qs), high),
+            _mm256_set1_epi8(16),
+        );
         acc = _mm256_fmadd_ps(scale, dot_i8_i8(qx, load_i8x32(&y.qs)), acc);
     }
     hsum_ps(acc)

@@ -7,6 +7,9 @@ use super::*;
 use crate::formats::gguf::cast_slice;
 use crate::formats::{GgmlType, TensorView};
 use crate::quant::blocks::as_blocks;
+use crate::quant::kquants::{
+    BlockQ8K, QK_K, dot_q4_k_q8_k, dot_q5_k_q8_k, dot_q6_k_q8_k, quantize_acts_q8_k,
+};
 use crate::quant::quantize::{quantize_acts_q8_0, quantize_acts_q8_1};
 use crate::quant::{BlockQ8_0, BlockQ8_1, QK};
 
@@ -14,7 +17,7 @@ use crate::quant::{BlockQ8_0, BlockQ8_1, QK};
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum MatrixError {
     #[error(
-        "tensor `{name}` has type {ty}, which the kernels do not support (F32, F16, Q8_0, Q4_0, Q4_1)"
+        "tensor `{name}` has type {ty}, which the kernels do not support (F32, F16, Q8_0, Q5_0, Q4_0, Q4_1, Q6_K, Q5_K, Q4_K)"
     )]
     UnsupportedType { name: String, ty: GgmlType },
     #[error("tensor `{name}` has {dims} dimensions, expected a matrix (2) or vector (1)")]
@@ -38,14 +41,27 @@ pub struct QMatrix<'a> {
 // ANCHOR_END: qmatrix
 
 impl<'a> QMatrix<'a> {
+    /// Whether the kernels multiply weights of type `ty`.
+    pub fn supports(ty: GgmlType) -> bool {
+        matches!(
+            ty,
+            GgmlType::F32
+                | GgmlType::F16
+                | GgmlType::Q8_0
+                | GgmlType::Q5_0
+                | GgmlType::Q4_0
+                | GgmlType::Q4_1
+                | GgmlType::Q6_K
+                | GgmlType::Q5_K
+                | GgmlType::Q4_K
+        )
+    }
+
     /// Wraps a tensor of the model file.
     pub fn from_view(view: TensorView<'a>) -> Result<QMatrix<'a>, MatrixError> {
         let name = view.info.name.as_str();
         let ty = view.info.ggml_type;
-        if !matches!(
-            ty,
-            GgmlType::F32 | GgmlType::F16 | GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1
-        ) {
+        if !Self::supports(ty) {
             return Err(MatrixError::UnsupportedType {
                 name: name.into(),
                 ty,
@@ -93,6 +109,10 @@ impl<'a> QMatrix<'a> {
             GgmlType::Q8_0 => dequantize_q8_0(blocks(bytes), out),
             GgmlType::Q4_0 => dequantize_q4_0(blocks(bytes), out),
             GgmlType::Q4_1 => dequantize_q4_1(blocks(bytes), out),
+            GgmlType::Q5_0 => crate::quant::q5_0::dequantize_q5_0(blocks(bytes), out),
+            GgmlType::Q6_K => crate::quant::kquants::dequantize_q6_k(blocks(bytes), out),
+            GgmlType::Q5_K => crate::quant::kquants::dequantize_q5_k(blocks(bytes), out),
+            GgmlType::Q4_K => crate::quant::kquants::dequantize_q4_k(blocks(bytes), out),
             _ => unreachable!("checked in from_view"),
         }
     }
@@ -100,8 +120,9 @@ impl<'a> QMatrix<'a> {
     /// The activation format this matrix's dot product wants.
     pub fn act_format(&self) -> ActFormat {
         match self.ty {
-            GgmlType::Q8_0 | GgmlType::Q4_0 => ActFormat::Q8_0,
+            GgmlType::Q8_0 | GgmlType::Q5_0 | GgmlType::Q4_0 => ActFormat::Q8_0,
             GgmlType::Q4_1 => ActFormat::Q8_1,
+            GgmlType::Q6_K | GgmlType::Q5_K | GgmlType::Q4_K => ActFormat::Q8K,
             _ => ActFormat::F32,
         }
     }
@@ -119,6 +140,8 @@ pub enum ActFormat {
     F32,
     Q8_0,
     Q8_1,
+    /// 256 per block, for the K-quants.
+    Q8K,
 }
 
 // ANCHOR: acts
@@ -127,6 +150,7 @@ pub enum Acts {
     F32 { x: Vec<f32>, cols: usize },
     Q8_0 { blocks: Vec<BlockQ8_0>, cols: usize },
     Q8_1 { blocks: Vec<BlockQ8_1>, cols: usize },
+    Q8K { blocks: Vec<BlockQ8K>, cols: usize },
 }
 
 impl Acts {
@@ -144,6 +168,10 @@ impl Acts {
             },
             ActFormat::Q8_1 => Acts::Q8_1 {
                 blocks: quantize_acts_q8_1(x),
+                cols,
+            },
+            ActFormat::Q8K => Acts::Q8K {
+                blocks: quantize_acts_q8_k(x),
                 cols,
             },
         }
@@ -269,6 +297,47 @@ fn product_rows(w: &QMatrix, acts: &Acts, rows: std::ops::Range<usize>, out: Sha
             out,
             f32_kernel(level),
             f32_kernel4(level),
+        ),
+        (GgmlType::Q5_0, Acts::Q8_0 { blocks: a, cols }) => rows_by(
+            blocks(w.data),
+            a,
+            cols / QK,
+            w.rows,
+            rows,
+            out,
+            q5_0_q8_0_kernel(level),
+            q5_0_q8_0_kernel4(level),
+        ),
+        // Scalar reference kernels so far (no SIMD paths yet for the K-quants).
+        (GgmlType::Q6_K, Acts::Q8K { blocks: a, cols }) => rows_by(
+            blocks(w.data),
+            a,
+            cols / QK_K,
+            w.rows,
+            rows,
+            out,
+            dot_q6_k_q8_k,
+            |w, a| w.map(|row| dot_q6_k_q8_k(row, a)),
+        ),
+        (GgmlType::Q5_K, Acts::Q8K { blocks: a, cols }) => rows_by(
+            blocks(w.data),
+            a,
+            cols / QK_K,
+            w.rows,
+            rows,
+            out,
+            dot_q5_k_q8_k,
+            |w, a| w.map(|row| dot_q5_k_q8_k(row, a)),
+        ),
+        (GgmlType::Q4_K, Acts::Q8K { blocks: a, cols }) => rows_by(
+            blocks(w.data),
+            a,
+            cols / QK_K,
+            w.rows,
+            rows,
+            out,
+            dot_q4_k_q8_k,
+            |w, a| w.map(|row| dot_q4_k_q8_k(row, a)),
         ),
         (ty, _) => {
             panic!("activations of the wrong format for a {ty} matrix: use QMatrix::act_format")

@@ -20,6 +20,7 @@ pub mod neon;
 mod tests;
 
 use crate::hw::SimdLevel;
+use crate::quant::q5_0::BlockQ5_0;
 use crate::quant::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
 use std::sync::OnceLock;
 
@@ -104,6 +105,22 @@ dispatch!(
     dot_f32, f32_kernel(&[f32], &[f32])
 );
 
+/// Q5_0 weights · Q8_0 activations, the function for `level` (no NEON path: aarch64 runs the
+/// scalar reference).
+pub fn q5_0_q8_0_kernel(level: SimdLevel) -> fn(&[BlockQ5_0], &[BlockQ8_0]) -> f32 {
+    match path(level) {
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx2 if level.is_supported() => {
+            fn simd(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
+                // SAFETY: handed out only after the AVX2/FMA/F16C check above.
+                unsafe { avx2::dot_q5_0_q8_0(w, a) }
+            }
+            simd
+        }
+        _ => scalar::dot_q5_0_q8_0,
+    }
+}
+
 /// A dot product over four weight rows at once, against one activation row.
 pub type Dot4<W, A> = fn([&[W]; 4], &[A]) -> [f32; 4];
 
@@ -151,6 +168,10 @@ four_rows!(
 four_rows!(
     /// Four Q4_0 rows · Q8_0 activations.
     q4_0_q8_0_kernel4, dot_q4_0_q8_0, q4_0_q8_0_kernel(BlockQ4_0, BlockQ8_0)
+);
+four_rows!(
+    /// Four Q5_0 rows · Q8_0 activations.
+    q5_0_q8_0_kernel4, dot_q5_0_q8_0, q5_0_q8_0_kernel(BlockQ5_0, BlockQ8_0)
 );
 four_rows!(
     /// Four f32 rows · f32 activations.

@@ -31,6 +31,23 @@ fn magnitude(w: &[f32], a: &[f32]) -> f32 {
 const LENGTHS: [usize; 4] = [32, 64, 576, 1536];
 
 #[test]
+fn q5_0_simd_matches_scalar() {
+    let Some(level) = simd_level() else { return };
+    for (i, &n) in LENGTHS.iter().enumerate() {
+        let (w, a) = (wave(n, i as u32), wave(n, 100 + i as u32));
+        let (wq, aq) = (
+            crate::quant::q5_0::quantize_q5_0(&w),
+            quantize_acts_q8_0(&a),
+        );
+        close(
+            q5_0_q8_0_kernel(level)(&wq, &aq),
+            scalar::dot_q5_0_q8_0(&wq, &aq),
+            magnitude(&w, &a),
+        );
+    }
+}
+
+#[test]
 fn q4_1_simd_matches_scalar() {
     let Some(level) = simd_level() else { return };
     for (i, &n) in LENGTHS.iter().enumerate() {
@@ -276,12 +293,12 @@ fn unsupported_types_are_refused_with_the_tensor_name() {
     file.tensor(
         "blk.0.ffn_up.weight",
         &[256, 1],
-        GgmlType::Q4_K,
-        vec![0; 144],
+        GgmlType::Q3_K,
+        vec![0; 110],
     );
     let g = Gguf::from_bytes(file.to_bytes()).unwrap();
     let err = QMatrix::from_view(g.tensor("blk.0.ffn_up.weight").unwrap())
         .err()
         .unwrap();
-    assert!(err.to_string().contains("blk.0.ffn_up.weight") && err.to_string().contains("Q4_K"));
+    assert!(err.to_string().contains("blk.0.ffn_up.weight") && err.to_string().contains("Q3_K"));
 }

@@ -467,27 +467,43 @@ pub fn quantize_acts_q8_k(x: &[f32]) -> Vec<BlockQ8K> {
         .collect()
 }
 
+/// Σ q·a over 32 codes, in integers (a loop the compiler vectorizes).
+#[inline(always)]
+fn dot32(q: &[u8; 32], a: &[i8]) -> i32 {
+    let mut sum = 0i32;
+    for (&q, &a) in q.iter().zip(&a[..32]) {
+        sum += i32::from(q) * i32::from(a);
+    }
+    sum
+}
+
+/// The 32 nibbles of sub-block `sub`: sub-blocks 2i and 2i + 1 share `qs[32i..32i + 32]`.
+#[inline(always)]
+fn nibbles(qs: &[u8; QK_K / 2], sub: usize) -> [u8; 32] {
+    let (src, shift) = (&qs[32 * (sub / 2)..32 * (sub / 2) + 32], 4 * (sub % 2));
+    let mut out = [0u8; 32];
+    for (o, &byte) in out.iter_mut().zip(src) {
+        *o = (byte >> shift) & 0x0f;
+    }
+    out
+}
+
 // ANCHOR: dot_q4_k
 /// One super-block with scales and minimums · Q8_K: per sub-block, d·sc·da·Σ code·a −
 /// dmin·m·da·Σ a, the second sum read from the activations' precomputed `bsums`.
+/// `codes(sub)` unpacks the 32 codes of a sub-block.
 fn dot_scale_min(
     d: u16,
     dmin: u16,
     scales: &[u8; 12],
-    code: impl Fn(usize, usize) -> u8,
+    codes: impl Fn(usize) -> [u8; 32],
     a: &BlockQ8K,
 ) -> f32 {
     let (d, dmin) = (f16_to_f32(d) * a.d, f16_to_f32(dmin) * a.d);
     let (mut dots, mut mins) = (0i32, 0i32);
     for sub in 0..8 {
         let (sc, m) = unpack_scales(scales, sub);
-        let acts = &a.qs[32 * sub..32 * sub + 32];
-        let dot: i32 = acts
-            .iter()
-            .enumerate()
-            .map(|(l, &x)| i32::from(code(sub, l)) * i32::from(x))
-            .sum();
-        dots += i32::from(sc) * dot;
+        dots += i32::from(sc) * dot32(&codes(sub), &a.qs[32 * sub..]);
         mins += i32::from(m) * (i32::from(a.bsums[2 * sub]) + i32::from(a.bsums[2 * sub + 1]));
     }
     d * dots as f32 - dmin * mins as f32
@@ -497,7 +513,7 @@ fn dot_scale_min(
 pub fn dot_q4_k_q8_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
     w.iter()
         .zip(a)
-        .map(|(b, a)| dot_scale_min(b.d, b.dmin, &b.scales, |sub, l| nibble(&b.qs, sub, l), a))
+        .map(|(b, a)| dot_scale_min(b.d, b.dmin, &b.scales, |sub| nibbles(&b.qs, sub), a))
         .sum()
 }
 // ANCHOR_END: dot_q4_k
@@ -506,19 +522,44 @@ pub fn dot_q4_k_q8_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
 pub fn dot_q5_k_q8_k(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
     w.iter()
         .zip(a)
-        .map(|(b, a)| dot_scale_min(b.d, b.dmin, &b.scales, |sub, l| code5(b, sub, l), a))
+        .map(|(b, a)| {
+            let codes = |sub: usize| {
+                let mut q = nibbles(&b.qs, sub);
+                for (q, &h) in q.iter_mut().zip(&b.qh) {
+                    *q |= ((h >> sub) & 1) << 4;
+                }
+                q
+            };
+            dot_scale_min(b.d, b.dmin, &b.scales, codes, a)
+        })
         .sum()
 }
 
-/// Q6_K · Q8_K, scalar reference.
+/// Q6_K · Q8_K, scalar reference: the block's 256 codes unpacked once, then per sub-block
+/// of 16 an integer dot product times its signed scale.
 pub fn dot_q6_k_q8_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
     let mut sum = 0.0f32;
     for (b, a) in w.iter().zip(a) {
+        let mut q = [0i8; QK_K];
+        for half in 0..2 {
+            let (ql, qh) = (
+                &b.ql[64 * half..64 * half + 64],
+                &b.qh[32 * half..32 * half + 32],
+            );
+            let q = &mut q[128 * half..128 * half + 128];
+            for l in 0..32 {
+                q[l] = ((ql[l] & 0x0f) | ((qh[l] & 3) << 4)) as i8 - 32;
+                q[l + 32] = ((ql[l + 32] & 0x0f) | (((qh[l] >> 2) & 3) << 4)) as i8 - 32;
+                q[l + 64] = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i8 - 32;
+                q[l + 96] = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i8 - 32;
+            }
+        }
         let mut dots = 0i32;
-        for sub in 0..16 {
-            let dot: i32 = (16 * sub..16 * sub + 16)
-                .map(|i| i32::from(q6_code(b, i).0 as i8 - 32) * i32::from(a.qs[i]))
-                .sum();
+        for (sub, (q, x)) in q.chunks_exact(16).zip(a.qs.chunks_exact(16)).enumerate() {
+            let mut dot = 0i32;
+            for (&q, &x) in q.iter().zip(x) {
+                dot += i32::from(q) * i32::from(x);
+            }
             dots += i32::from(b.scales[sub]) * dot;
         }
         sum += f16_to_f32(b.d) * a.d * dots as f32;

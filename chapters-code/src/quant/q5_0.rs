@@ -72,15 +72,22 @@ pub fn dequantize_q5_0(blocks: &[BlockQ5_0], out: &mut [f32]) {
     }
 }
 
-/// Q5_0 · Q8_0, scalar reference.
+/// Q5_0 · Q8_0, scalar reference: codes unpacked per block, then an integer dot product.
 pub fn dot_q5_0_q8_0(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
-    w.iter()
-        .zip(a)
-        .map(|(b, a)| {
-            let dot: i32 = (0..QK)
-                .map(|j| i32::from(code(b, j) as i8 - 16) * i32::from(a.qs[j]))
-                .sum();
-            f16_to_f32(b.d) * f16_to_f32(a.d) * dot as f32
-        })
-        .sum()
+    let mut sum = 0.0f32;
+    for (b, a) in w.iter().zip(a) {
+        let qh = u32::from_le_bytes(b.qh);
+        let mut q = [0i8; QK];
+        for j in 0..QK / 2 {
+            let (h0, h1) = (((qh >> j) & 1) as u8, ((qh >> (j + QK / 2)) & 1) as u8);
+            q[j] = ((b.qs[j] & 0x0f) | (h0 << 4)) as i8 - 16;
+            q[j + QK / 2] = ((b.qs[j] >> 4) | (h1 << 4)) as i8 - 16;
+        }
+        let mut dot = 0i32;
+        for (&q, &x) in q.iter().zip(&a.qs) {
+            dot += i32::from(q) * i32::from(x);
+        }
+        sum += f16_to_f32(b.d) * f16_to_f32(a.d) * dot as f32;
+    }
+    sum
 }

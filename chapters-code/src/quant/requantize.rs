@@ -273,3 +273,49 @@ fn file_type(target: Target) -> u32 {
         Target::Nf4 => 0,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::pool::ThreadPool;
+    use crate::model::{KvCache, Llama, Logits};
+
+    #[test]
+    fn names_parse_and_k_quants_fall_back_on_short_rows() {
+        assert_eq!(Target::parse("q4_k"), Some(Target::Q4K));
+        assert_eq!(Target::parse("nf4"), Some(Target::Nf4));
+        assert_eq!(Target::parse("q3_k"), None);
+        assert_eq!(Target::Q4K.for_cols(1536), Target::Q4K);
+        assert_eq!(Target::Q4K.for_cols(576), Target::Q5_0);
+        assert_eq!(Target::Q6K.for_cols(576), Target::Q8_0);
+        assert_eq!(Target::Q4_0.for_tensor(576, true, false), Target::Q8_0);
+        assert_eq!(Target::Q4_0.for_tensor(576, true, true), Target::Q4_0);
+    }
+
+    #[test]
+    fn a_requantized_model_loads_runs_and_still_knows_paris() {
+        let Some(path) = crate::assets::model_for_tests() else {
+            return;
+        };
+        let source = Gguf::open(path).unwrap();
+        let tokenizer = crate::tokenizer::Tokenizer::from_gguf(&source).unwrap();
+        let prompt = tokenizer.encode("The capital of France is", true);
+        let pool = ThreadPool::new(2);
+        let next = |g: &Gguf| {
+            let model = Llama::load(g).unwrap();
+            let mut cache = KvCache::with_limit(&model.config, 64);
+            let logits = model
+                .forward(&pool, &mut cache, &prompt, Logits::Last)
+                .unwrap();
+            assert!(logits.iter().all(|v| v.is_finite()));
+            crate::sampling::argmax(&logits)
+        };
+        let want = next(&source);
+        for target in [Target::Q5_0, Target::Q4K] {
+            let (report, writer) = requantize(&source, target, false).unwrap();
+            let file = Gguf::from_bytes(writer.unwrap().to_bytes()).unwrap();
+            assert_eq!(report.matrices, 211);
+            assert_eq!(next(&file), want, "{target:?}");
+        }
+    }
+}
