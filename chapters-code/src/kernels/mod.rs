@@ -77,20 +77,32 @@ dispatch!(
     /// Q4_1 weights · Q8_1 activations.
     dot_q4_1_q8_1, q4_1_q8_1_kernel(&[BlockQ4_1], &[BlockQ8_1])
 );
-/// Q4_1 weights · f32 activations (no NEON path: aarch64 runs the scalar reference).
-pub fn q4_1_f32_kernel(level: SimdLevel) -> fn(&[BlockQ4_1], &[f32]) -> f32 {
-    match path(level) {
-        #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx2 if level.is_supported() => {
-            fn simd(w: &[BlockQ4_1], x: &[f32]) -> f32 {
-                // SAFETY: handed out only after the AVX2/FMA/F16C check above.
-                unsafe { avx2::dot_q4_1_f32(w, x) }
+/// A kernel with an AVX2 path and the scalar reference elsewhere (no NEON path: aarch64 runs
+/// the scalar reference).
+macro_rules! avx2_or_scalar {
+    ($(#[$doc:meta])* $kernel:ident, $name:ident($wt:ty, $at:ty)) => {
+        $(#[$doc])*
+        /// The function for `level`, chosen once; call it for every row.
+        pub fn $kernel(level: SimdLevel) -> fn(&[$wt], &[$at]) -> f32 {
+            match path(level) {
+                #[cfg(target_arch = "x86_64")]
+                SimdLevel::Avx2 if level.is_supported() => {
+                    fn simd(w: &[$wt], a: &[$at]) -> f32 {
+                        // SAFETY: handed out only after the AVX2/FMA/F16C check above.
+                        unsafe { avx2::$name(w, a) }
+                    }
+                    simd
+                }
+                _ => scalar::$name,
             }
-            simd
         }
-        _ => scalar::dot_q4_1_f32,
-    }
+    };
 }
+
+avx2_or_scalar!(
+    /// Q4_1 weights · f32 activations.
+    q4_1_f32_kernel, dot_q4_1_f32(BlockQ4_1, f32)
+);
 
 dispatch!(
     /// Q4_0 weights · Q8_0 activations.
@@ -105,21 +117,10 @@ dispatch!(
     dot_f32, f32_kernel(&[f32], &[f32])
 );
 
-/// Q5_0 weights · Q8_0 activations, the function for `level` (no NEON path: aarch64 runs the
-/// scalar reference).
-pub fn q5_0_q8_0_kernel(level: SimdLevel) -> fn(&[BlockQ5_0], &[BlockQ8_0]) -> f32 {
-    match path(level) {
-        #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx2 if level.is_supported() => {
-            fn simd(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
-                // SAFETY: handed out only after the AVX2/FMA/F16C check above.
-                unsafe { avx2::dot_q5_0_q8_0(w, a) }
-            }
-            simd
-        }
-        _ => scalar::dot_q5_0_q8_0,
-    }
-}
+avx2_or_scalar!(
+    /// Q5_0 weights · Q8_0 activations.
+    q5_0_q8_0_kernel, dot_q5_0_q8_0(BlockQ5_0, BlockQ8_0)
+);
 
 /// A dot product over four weight rows at once, against one activation row.
 pub type Dot4<W, A> = fn([&[W]; 4], &[A]) -> [f32; 4];
@@ -182,21 +183,10 @@ four_rows!(
     f16_f32_kernel4, dot_f16_f32, f16_f32_kernel(u16, f32)
 );
 
-/// f16 weights · f32 activations, the function for `level` (no NEON path: aarch64 runs the
-/// scalar reference).
-pub fn f16_f32_kernel(level: SimdLevel) -> fn(&[u16], &[f32]) -> f32 {
-    match path(level) {
-        #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx2 if level.is_supported() => {
-            fn simd(w: &[u16], a: &[f32]) -> f32 {
-                // SAFETY: handed out only after the AVX2/FMA/F16C check above.
-                unsafe { avx2::dot_f16_f32(w, a) }
-            }
-            simd
-        }
-        _ => scalar::dot_f16_f32,
-    }
-}
+avx2_or_scalar!(
+    /// f16 weights · f32 activations.
+    f16_f32_kernel, dot_f16_f32(u16, f32)
+);
 
 /// f16 weights · f32 activations.
 pub fn dot_f16_f32(level: SimdLevel, w: &[u16], a: &[f32]) -> f32 {

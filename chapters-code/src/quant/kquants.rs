@@ -110,28 +110,33 @@ pub fn pack_scales(sc: &[u8; 8], m: &[u8; 8]) -> [u8; 12] {
 }
 
 // ANCHOR: dequantize_q4_k
-/// The 4-bit code of element `l` of sub-block `sub`: sub-blocks 2i and 2i + 1 share the 32
-/// bytes `qs[32i..32i + 32]`, low nibbles then high nibbles.
+/// The 32 nibbles of sub-block `sub`: sub-blocks 2i and 2i + 1 share `qs[32i..32i + 32]`,
+/// low nibbles then high nibbles.
 #[inline(always)]
-fn nibble(qs: &[u8; QK_K / 2], sub: usize, l: usize) -> u8 {
-    (qs[32 * (sub / 2) + l] >> (4 * (sub % 2))) & 0x0f
+fn nibbles(qs: &[u8; QK_K / 2], sub: usize) -> [u8; 32] {
+    let (src, shift) = (&qs[32 * (sub / 2)..32 * (sub / 2) + 32], 4 * (sub % 2));
+    let mut out = [0u8; 32];
+    for (o, &byte) in out.iter_mut().zip(src) {
+        *o = (byte >> shift) & 0x0f;
+    }
+    out
 }
 
 /// One super-block of 8 sub-blocks of 32 with a scale and a minimum each:
-/// y = d·sc·code − dmin·m.
+/// y = d·sc·code − dmin·m. `codes(sub)` unpacks the 32 codes of a sub-block.
 fn dequantize_scale_min(
     d: u16,
     dmin: u16,
     scales: &[u8; 12],
-    code: impl Fn(usize, usize) -> u8,
+    codes: impl Fn(usize) -> [u8; 32],
     y: &mut [f32],
 ) {
     let (d, dmin) = (f16_to_f32(d), f16_to_f32(dmin));
     for (sub, y) in y.chunks_exact_mut(32).enumerate() {
         let (sc, m) = unpack_scales(scales, sub);
         let (dl, ml) = (d * f32::from(sc), dmin * f32::from(m));
-        for (l, y) in y.iter_mut().enumerate() {
-            *y = dl * f32::from(code(sub, l)) - ml;
+        for (y, code) in y.iter_mut().zip(codes(sub)) {
+            *y = dl * f32::from(code) - ml;
         }
     }
 }
@@ -139,44 +144,57 @@ fn dequantize_scale_min(
 /// Q4_K → f32.
 pub fn dequantize_q4_k(blocks: &[BlockQ4K], out: &mut [f32]) {
     for (b, y) in blocks.iter().zip(out.chunks_exact_mut(QK_K)) {
-        dequantize_scale_min(b.d, b.dmin, &b.scales, |sub, l| nibble(&b.qs, sub, l), y);
+        dequantize_scale_min(b.d, b.dmin, &b.scales, |sub| nibbles(&b.qs, sub), y);
     }
 }
 // ANCHOR_END: dequantize_q4_k
 
-/// The 5-bit code of element `l` of sub-block `sub` of a Q5_K block: the nibble, plus bit
-/// `sub` of `qh[l]` as the fifth bit.
+/// The 5-bit codes of sub-block `sub` of a Q5_K block: the nibbles, plus bit `sub` of
+/// `qh[l]` as the fifth bit of element l.
 #[inline(always)]
-fn code5(b: &BlockQ5K, sub: usize, l: usize) -> u8 {
-    nibble(&b.qs, sub, l) | (((b.qh[l] >> sub) & 1) << 4)
+fn q5k_codes(b: &BlockQ5K, sub: usize) -> [u8; 32] {
+    let mut q = nibbles(&b.qs, sub);
+    for (q, &h) in q.iter_mut().zip(&b.qh) {
+        *q |= ((h >> sub) & 1) << 4;
+    }
+    q
 }
 
 /// Q5_K → f32.
 pub fn dequantize_q5_k(blocks: &[BlockQ5K], out: &mut [f32]) {
     for (b, y) in blocks.iter().zip(out.chunks_exact_mut(QK_K)) {
-        dequantize_scale_min(b.d, b.dmin, &b.scales, |sub, l| code5(b, sub, l), y);
+        dequantize_scale_min(b.d, b.dmin, &b.scales, |sub| q5k_codes(b, sub), y);
     }
 }
 
-/// Element `i` (0..256) of a Q6_K block as its 6-bit code (0..64) and its sub-block.
+/// The 256 values of a Q6_K block as signed codes q − 32. Each half of 128 has 64 bytes of
+/// `ql` (two rows of 32: low nibbles give elements 0..64, high nibbles 64..128) and 32 bytes
+/// of `qh` (four 2-bit fields, one per quarter).
 #[inline(always)]
-fn q6_code(b: &BlockQ6K, i: usize) -> (u8, usize) {
-    // Each half of 128: ql holds 64 bytes (two rows of 32), qh 32 bytes (four 2-bit fields).
-    let (half, r) = (i / 128, i % 128);
-    let (quarter, l) = (r / 32, r % 32);
-    let ql = b.ql[64 * half + 32 * (quarter % 2) + l];
-    let low = if quarter < 2 { ql & 0x0f } else { ql >> 4 };
-    let high = (b.qh[32 * half + l] >> (2 * quarter)) & 3;
-    (low | (high << 4), i / 16)
+fn q6k_codes(b: &BlockQ6K) -> [i8; QK_K] {
+    let mut q = [0i8; QK_K];
+    for half in 0..2 {
+        let (ql, qh) = (
+            &b.ql[64 * half..64 * half + 64],
+            &b.qh[32 * half..32 * half + 32],
+        );
+        let q = &mut q[128 * half..128 * half + 128];
+        for l in 0..32 {
+            q[l] = ((ql[l] & 0x0f) | ((qh[l] & 3) << 4)) as i8 - 32;
+            q[l + 32] = ((ql[l + 32] & 0x0f) | (((qh[l] >> 2) & 3) << 4)) as i8 - 32;
+            q[l + 64] = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i8 - 32;
+            q[l + 96] = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i8 - 32;
+        }
+    }
+    q
 }
 
-/// Q6_K → f32.
+/// Q6_K → f32: y = d · sc · (q − 32), one signed scale per 16.
 pub fn dequantize_q6_k(blocks: &[BlockQ6K], out: &mut [f32]) {
     for (b, y) in blocks.iter().zip(out.chunks_exact_mut(QK_K)) {
         let d = f16_to_f32(b.d);
-        for (i, y) in y.iter_mut().enumerate() {
-            let (q, sub) = q6_code(b, i);
-            *y = d * f32::from(b.scales[sub]) * f32::from(q as i8 - 32);
+        for (i, (y, q)) in y.iter_mut().zip(q6k_codes(b)).enumerate() {
+            *y = d * f32::from(b.scales[i / 16]) * f32::from(q);
         }
     }
 }
@@ -477,17 +495,6 @@ fn dot32(q: &[u8; 32], a: &[i8]) -> i32 {
     sum
 }
 
-/// The 32 nibbles of sub-block `sub`: sub-blocks 2i and 2i + 1 share `qs[32i..32i + 32]`.
-#[inline(always)]
-fn nibbles(qs: &[u8; QK_K / 2], sub: usize) -> [u8; 32] {
-    let (src, shift) = (&qs[32 * (sub / 2)..32 * (sub / 2) + 32], 4 * (sub % 2));
-    let mut out = [0u8; 32];
-    for (o, &byte) in out.iter_mut().zip(src) {
-        *o = (byte >> shift) & 0x0f;
-    }
-    out
-}
-
 // ANCHOR: dot_q4_k
 /// One super-block with scales and minimums · Q8_K: per sub-block, d·sc·da·Σ code·a −
 /// dmin·m·da·Σ a, the second sum read from the activations' precomputed `bsums`.
@@ -522,16 +529,7 @@ pub fn dot_q4_k_q8_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
 pub fn dot_q5_k_q8_k(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
     w.iter()
         .zip(a)
-        .map(|(b, a)| {
-            let codes = |sub: usize| {
-                let mut q = nibbles(&b.qs, sub);
-                for (q, &h) in q.iter_mut().zip(&b.qh) {
-                    *q |= ((h >> sub) & 1) << 4;
-                }
-                q
-            };
-            dot_scale_min(b.d, b.dmin, &b.scales, codes, a)
-        })
+        .map(|(b, a)| dot_scale_min(b.d, b.dmin, &b.scales, |sub| q5k_codes(b, sub), a))
         .sum()
 }
 
@@ -540,20 +538,7 @@ pub fn dot_q5_k_q8_k(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
 pub fn dot_q6_k_q8_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
     let mut sum = 0.0f32;
     for (b, a) in w.iter().zip(a) {
-        let mut q = [0i8; QK_K];
-        for half in 0..2 {
-            let (ql, qh) = (
-                &b.ql[64 * half..64 * half + 64],
-                &b.qh[32 * half..32 * half + 32],
-            );
-            let q = &mut q[128 * half..128 * half + 128];
-            for l in 0..32 {
-                q[l] = ((ql[l] & 0x0f) | ((qh[l] & 3) << 4)) as i8 - 32;
-                q[l + 32] = ((ql[l + 32] & 0x0f) | (((qh[l] >> 2) & 3) << 4)) as i8 - 32;
-                q[l + 64] = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i8 - 32;
-                q[l + 96] = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i8 - 32;
-            }
-        }
+        let q = q6k_codes(b);
         let mut dots = 0i32;
         for (sub, (q, x)) in q.chunks_exact(16).zip(a.qs.chunks_exact(16)).enumerate() {
             let mut dot = 0i32;

@@ -50,24 +50,25 @@ pub fn quantize_q5_0(x: &[f32]) -> Vec<BlockQ5_0> {
         .collect()
 }
 
-/// The 5-bit code of element `j`.
+/// The 32 values of a block as signed codes q − 16 (−16..=15).
 #[inline(always)]
-fn code(b: &BlockQ5_0, j: usize) -> u8 {
+fn codes(b: &BlockQ5_0) -> [i8; QK] {
     let qh = u32::from_le_bytes(b.qh);
-    let low = if j < QK / 2 {
-        b.qs[j] & 0x0f
-    } else {
-        b.qs[j - QK / 2] >> 4
-    };
-    low | ((((qh >> j) & 1) as u8) << 4)
+    let mut q = [0i8; QK];
+    for j in 0..QK / 2 {
+        let (h0, h1) = (((qh >> j) & 1) as u8, ((qh >> (j + QK / 2)) & 1) as u8);
+        q[j] = ((b.qs[j] & 0x0f) | (h0 << 4)) as i8 - 16;
+        q[j + QK / 2] = ((b.qs[j] >> 4) | (h1 << 4)) as i8 - 16;
+    }
+    q
 }
 
 /// Q5_0 → f32.
 pub fn dequantize_q5_0(blocks: &[BlockQ5_0], out: &mut [f32]) {
     for (b, y) in blocks.iter().zip(out.chunks_exact_mut(QK)) {
         let d = f16_to_f32(b.d);
-        for (j, y) in y.iter_mut().enumerate() {
-            *y = f32::from(code(b, j) as i8 - 16) * d;
+        for (y, q) in y.iter_mut().zip(codes(b)) {
+            *y = f32::from(q) * d;
         }
     }
 }
@@ -76,15 +77,8 @@ pub fn dequantize_q5_0(blocks: &[BlockQ5_0], out: &mut [f32]) {
 pub fn dot_q5_0_q8_0(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
     let mut sum = 0.0f32;
     for (b, a) in w.iter().zip(a) {
-        let qh = u32::from_le_bytes(b.qh);
-        let mut q = [0i8; QK];
-        for j in 0..QK / 2 {
-            let (h0, h1) = (((qh >> j) & 1) as u8, ((qh >> (j + QK / 2)) & 1) as u8);
-            q[j] = ((b.qs[j] & 0x0f) | (h0 << 4)) as i8 - 16;
-            q[j + QK / 2] = ((b.qs[j] >> 4) | (h1 << 4)) as i8 - 16;
-        }
         let mut dot = 0i32;
-        for (&q, &x) in q.iter().zip(&a.qs) {
+        for (q, &x) in codes(b).into_iter().zip(&a.qs) {
             dot += i32::from(q) * i32::from(x);
         }
         sum += f16_to_f32(b.d) * f16_to_f32(a.d) * dot as f32;

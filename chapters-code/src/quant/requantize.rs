@@ -116,8 +116,17 @@ impl Target {
         fmt
     }
 
-    /// Quantizes `x` (a whole number of blocks) to this format's bytes.
+    /// Quantizes `x` to this format's bytes. `x` must be a whole number of blocks
+    /// ([`Target::block`]; [`Target::for_cols`] picks a format for which rows are): a partial
+    /// block would otherwise be dropped without a word.
     pub fn quantize(self, x: &[f32]) -> Vec<u8> {
+        assert!(
+            x.len().is_multiple_of(self.block()),
+            "{} quantizes whole blocks of {}; got {} values",
+            self.name(),
+            self.block(),
+            x.len()
+        );
         fn bytes<T: Pod>(blocks: Vec<T>) -> Vec<u8> {
             block_bytes(&blocks).to_vec()
         }
