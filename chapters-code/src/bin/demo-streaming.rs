@@ -170,7 +170,7 @@ fn timeline(s: &Streamed) -> Table {
         .map(|d| d.as_secs_f64() * 1e3)
         .collect();
     table.notes.push(format!(
-        "{} pieces of text in all; time to first token {:.0} ms, gaps P50 {:.1} ms, P99 {:.1} ms. The first event carries only the assistant role; the last ones carry the finish reason and the usage.",
+        "{} pieces of text in all. Time to first token {:.0}, gaps between pieces P50 {:.1} and P99 {:.1} (milliseconds). The first event also carries the assistant role; after the last piece come a chunk with the finish reason and one with the usage.",
         s.arrivals.len(),
         s.ttft().map_or(f64::NAN, |d| d.as_secs_f64() * 1e3),
         percentile(&mut gaps, 0.5),

@@ -81,7 +81,13 @@ pub async fn run_level(http: &reqwest::Client, url: &str, spec: &LoadSpec) -> Le
     let mut failed = 0;
     let mut first_error = None;
     for handle in clients.collect::<Vec<_>>() {
-        for result in handle.await.unwrap_or_default() {
+        // A client task that panicked lost its results: count it as one failure, not as none.
+        let results = handle.await.unwrap_or_else(|e| {
+            vec![Err(ClientError::Protocol(format!(
+                "the client task failed: {e}"
+            )))]
+        });
+        for result in results {
             match result {
                 Ok(s) if s.done => streams.push(s),
                 Ok(_) => {
