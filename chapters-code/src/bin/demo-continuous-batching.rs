@@ -2,15 +2,9 @@
 //! batching, on the real model, side by side.
 
 use anyhow::Result;
-use chapters_code::assets;
-use chapters_code::demo::{
-    Column, DemoArgs, ModelArgs, Provenance, Report, Table, WorkloadArgs, progress,
-};
+use chapters_code::demo::replays::replay_policies;
+use chapters_code::demo::{Column, DemoArgs, ModelArgs, Provenance, Report, Table, WorkloadArgs};
 use chapters_code::engine::Policy;
-use chapters_code::engine::replay::{ReplayResult, config_for, replay, workload};
-use chapters_code::kernels::pool::ThreadPool;
-use chapters_code::model::Llama;
-use chapters_code::tokenizer::Tokenizer;
 use clap::Parser;
 use serde_json::json;
 
@@ -33,25 +27,13 @@ struct Cli {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     cli.demo.check_output()?;
-    let gguf = assets::open_model(&cli.run.model_path())?;
-    let model = Llama::load(&gguf)?;
-    let tokenizer = Tokenizer::from_gguf(&gguf)?;
-    let pool = ThreadPool::new(cli.run.threads());
-    let spec = cli.workload.spec(cli.demo.seed);
-    let items = workload(&spec, &tokenizer);
-
-    let spinner = progress::spinner("replaying the workload");
-    let mut results: Vec<ReplayResult> = Vec::new();
-    for policy in [Policy::Static, Policy::Continuous] {
-        spinner.set_message(format!("replaying with {policy:?} batching"));
-        let config = config_for(
-            policy,
-            cli.workload.max_running as usize,
-            (cli.workload.kv_mib as usize) << 20,
-        );
-        results.push(replay(&model, &tokenizer, &pool, config, &items)?);
-    }
-    spinner.finish_and_clear();
+    let replays = replay_policies(
+        &cli.run,
+        &cli.workload,
+        cli.demo.seed,
+        &[Policy::Static, Policy::Continuous],
+    )?;
+    let (spec, results) = (&replays.spec, &replays.results);
 
     let mut table = Table::new(
         "batching-comparison",
@@ -73,7 +55,7 @@ fn main() -> Result<()> {
             Column::new("preemptions", "Preemptions"),
         ],
     );
-    for r in &results {
+    for r in results {
         table.push(vec![
             json!(r.policy),
             json!(r.tokens_per_s),
@@ -102,8 +84,7 @@ fn main() -> Result<()> {
     ));
     let verified = cli.demo.verify.then(|| {
         // Both policies must generate the same number of tokens: the workload fixes them.
-        s.generated_tokens == c.generated_tokens
-            && s.generated_tokens == items.iter().map(|i| i.max_tokens).sum::<usize>()
+        s.generated_tokens == c.generated_tokens && s.generated_tokens == replays.requested_tokens()
     });
     let report = Report {
         demo: "continuous-batching".into(),
@@ -116,7 +97,7 @@ fn main() -> Result<()> {
         writeln!(
             out,
             "{} requests replayed through each policy on {}",
-            items.len(),
+            replays.items.len(),
             cli.run.model_path().display()
         )
     })?;

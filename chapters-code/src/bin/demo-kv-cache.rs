@@ -2,16 +2,10 @@
 //! reserved memory holds real tokens — paged blocks against reserving each request's maximum.
 
 use anyhow::Result;
-use chapters_code::assets;
-use chapters_code::demo::{
-    Column, DemoArgs, ModelArgs, Provenance, Report, Table, WorkloadArgs, progress,
-};
+use chapters_code::demo::replays::replay_policies;
+use chapters_code::demo::{Column, DemoArgs, ModelArgs, Provenance, Report, Table, WorkloadArgs};
 use chapters_code::engine::Policy;
-use chapters_code::engine::replay::{config_for, replay, workload};
-use chapters_code::kernels::pool::ThreadPool;
 use chapters_code::kv::{BlockPool, DEFAULT_BLOCK_TOKENS};
-use chapters_code::model::Llama;
-use chapters_code::tokenizer::Tokenizer;
 use clap::Parser;
 use serde_json::json;
 
@@ -35,24 +29,15 @@ struct Cli {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     cli.demo.check_output()?;
-    let gguf = assets::open_model(&cli.run.model_path())?;
-    let model = Llama::load(&gguf)?;
-    let tokenizer = Tokenizer::from_gguf(&gguf)?;
-    let pool = ThreadPool::new(cli.run.threads());
-    let spec = cli.workload.spec(cli.demo.seed);
-    let items = workload(&spec, &tokenizer);
-    let budget = (cli.workload.kv_mib as usize) << 20;
+    let replays = replay_policies(
+        &cli.run,
+        &cli.workload,
+        cli.demo.seed,
+        &[Policy::Continuous],
+    )?;
+    let (spec, r) = (&replays.spec, &replays.results[0]);
 
-    let spinner = progress::spinner("replaying the trace");
-    let config = config_for(
-        Policy::Continuous,
-        cli.workload.max_running as usize,
-        budget,
-    );
-    let r = replay(&model, &tokenizer, &pool, config, &items)?;
-    spinner.finish_and_clear();
-
-    let c = &model.config;
+    let c = &replays.config;
     let per_token = BlockPool::bytes_per_block(c, 1);
     let mut cost = Table::new(
         "kv-cost",
@@ -155,7 +140,7 @@ fn main() -> Result<()> {
 
     let verified = cli.demo.verify.then(|| {
         r.kv_efficiency_paged > r.kv_efficiency_reserve_request
-            && r.generated_tokens == items.iter().map(|i| i.max_tokens).sum::<usize>()
+            && r.generated_tokens == replays.requested_tokens()
     });
     let report = Report {
         demo: "kv-cache".into(),

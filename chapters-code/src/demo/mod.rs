@@ -4,6 +4,7 @@
 pub mod args;
 pub mod progress;
 pub mod provenance;
+pub mod replays;
 pub mod report;
 pub mod tui;
 
