@@ -12,3 +12,19 @@ pub fn wave(n: usize, seed: u32) -> Vec<f32> {
         })
         .collect()
 }
+
+/// A file path in the system's temporary directory, unique to this process and `name`,
+/// removed when dropped.
+pub struct ScratchFile(pub std::path::PathBuf);
+
+impl ScratchFile {
+    pub fn new(name: &str) -> ScratchFile {
+        ScratchFile(std::env::temp_dir().join(format!("prodml-{}-{name}", std::process::id())))
+    }
+}
+
+impl Drop for ScratchFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}

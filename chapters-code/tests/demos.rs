@@ -162,7 +162,14 @@ fn every_demo_explains_its_flags() {
                 "--quantize-output",
                 "--write",
                 "--verify",
+                "--awq",
+                "--calibration-chunks",
+                "--decode-tokens",
             ][..],
+        ),
+        (
+            env!("CARGO_BIN_EXE_demo-apr-format"),
+            &["--dir", "--runs", "--tokens", "--benchmark", "--verify"][..],
         ),
         (
             env!("CARGO_BIN_EXE_demo-throughput-bench"),
@@ -266,4 +273,36 @@ fn bad_sampling_parameters_are_refused_with_their_name() {
     );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("top_p"));
+}
+
+#[test]
+fn apr_demo_round_trips_the_model_and_rejects_every_attack_it_should() {
+    if chapters_code::assets::model_for_tests().is_none() {
+        return;
+    }
+    let out = run(
+        env!("CARGO_BIN_EXE_demo-apr-format"),
+        &["--output", "json", "--verify", "--tokens", "4"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["verified"], true);
+    let r = &report["result"];
+    assert_eq!(r["identical_tensors"], r["tensors"]);
+    assert_eq!(r["greedy_gguf"], r["greedy_apr"]);
+    // Only the genuine files, and the attacker's file under aprender's default check, open.
+    let accepted: Vec<bool> = r["attacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["accepted"].as_bool().unwrap())
+        .collect();
+    assert_eq!(
+        accepted,
+        [true, false, false, false, true, false, true, false, false]
+    );
 }

@@ -79,6 +79,10 @@ pub const DEMOS: &[DemoJob] = &[
         bin: "demo-quantization",
         args: &["--output", "json", "--verify", "--chunks", "8"],
     },
+    DemoJob {
+        bin: "demo-apr-format",
+        args: &["--benchmark", "--output", "json", "--verify"],
+    },
 ];
 
 pub const CRITERION: &[CriterionJob] = &[

@@ -2,11 +2,15 @@
 
 use anyhow::{Result, bail};
 use chapters_code::demo::{Column, DemoArgs, ModelArgs, Provenance, Report, Table, progress};
-use chapters_code::eval::perplexity::perplexity;
+use chapters_code::eval::{agreement, perplexity};
 use chapters_code::formats::Gguf;
+use chapters_code::generate::{Request, generate};
 use chapters_code::kernels::pool::ThreadPool;
 use chapters_code::model::Llama;
-use chapters_code::quant::requantize::{Requantized, Target, requantize};
+use chapters_code::quant::awq;
+use chapters_code::quant::requantize::{Requantized, Target, requantize, requantize_rescaled};
+use chapters_code::sampling::SamplingParams;
+use chapters_code::tokenizer::TokenId;
 use chapters_code::tokenizer::Tokenizer;
 use chapters_code::{assets, formats::GgmlType};
 use clap::Parser;
@@ -43,9 +47,53 @@ struct Cli {
     #[arg(long)]
     quantize_output: bool,
 
+    /// Tokens to decode (greedy, after a prompt of the text's first 32 tokens) to measure each
+    /// format's decode speed (0 skips it).
+    #[arg(long, default_value_t = 64)]
+    decode_tokens: usize,
+
+    /// Formats to quantize a second time with activation-aware scaling (AWQ), calibrated on
+    /// the end of the text (never on the chunks scored for perplexity); `none` skips it.
+    #[arg(long, value_delimiter = ',', default_value = "q4_0,q4_k")]
+    awq: Vec<String>,
+
+    /// Chunks of 512 tokens, from the end of the text, that calibrate AWQ.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..1000))]
+    calibration_chunks: u64,
+
     /// Write each requantized GGUF into this directory.
     #[arg(long)]
     write: Option<std::path::PathBuf>,
+}
+
+/// One requantized model: what it is, the quantizer's report, what it measured, how long
+/// quantizing took, and AWQ's choices (empty for plain rounding).
+struct Row {
+    label: String,
+    report: Requantized,
+    eval: Option<Eval>,
+    seconds: f64,
+    awq: Vec<awq::GroupChoice>,
+}
+
+/// What one model measured: perplexity, its top-1 predictions on the scored positions, and
+/// greedy decode speed.
+struct Eval {
+    ppl: Option<f64>,
+    predictions: Vec<TokenId>,
+    decode_tok_s: Option<f64>,
+}
+
+/// Bits per weight of the file's 2-D matrices as they are stored.
+fn source_bits_per_weight(g: &Gguf) -> f64 {
+    let (bytes, weights) = g
+        .tensors
+        .iter()
+        .filter(|t| t.dims.len() == 2)
+        .fold((0u64, 0u64), |(b, w), t| {
+            (b + t.n_bytes, w + t.n_elements())
+        });
+    8.0 * bytes as f64 / weights.max(1) as f64
 }
 
 /// Weight formats the engine's matrix kernels run.
@@ -71,55 +119,128 @@ fn main() -> Result<()> {
             })
             .collect::<Result<_>>()?
     };
+    let awq_targets: Vec<Target> = cli
+        .awq
+        .iter()
+        .filter(|f| !f.eq_ignore_ascii_case("none"))
+        .map(|f| {
+            Target::parse(f)
+                .filter(|t| t.ggml_type().is_some())
+                .ok_or_else(|| anyhow::anyhow!("--awq: `{f}` is not a GGUF format we write"))
+        })
+        .collect::<Result<_>>()?;
     if let Some(dir) = &cli.write {
         std::fs::create_dir_all(dir)?;
     }
     let source = assets::open_model(&cli.run.model_path())?;
     let pool = ThreadPool::new(cli.run.threads());
-    let tokens = if cli.chunks > 0 {
+    let tokenizer = Tokenizer::from_gguf(&source)?;
+    let text_tokens = if cli.chunks > 0 || cli.decode_tokens > 0 {
         let text_path = cli
             .text
             .clone()
             .unwrap_or_else(assets::perplexity_text_path);
         let text = assets::read_text(&text_path)?;
-        Tokenizer::from_gguf(&source)?.encode(&text, true)
+        tokenizer.encode(&text, true)
     } else {
         vec![]
     };
-    let ppl_of = |gguf: &Gguf| -> Result<Option<f64>> {
-        if cli.chunks == 0 {
-            return Ok(None);
-        }
+    let evaluate = |gguf: &Gguf| -> Result<Eval> {
         let model = Llama::load(gguf)?;
-        let r = perplexity(
-            &model,
-            &pool,
-            &tokens,
-            512,
-            Some(cli.chunks as usize),
-            |_, _, _| {},
-        )?;
-        Ok(Some(r.ppl))
+        let scored = if cli.chunks > 0 {
+            Some(perplexity(
+                &model,
+                &pool,
+                &text_tokens,
+                512,
+                Some(cli.chunks as usize),
+                |_, _, _| {},
+            )?)
+        } else {
+            None
+        };
+        let decode_tok_s = if cli.decode_tokens > 0 {
+            let request = Request {
+                prompt_ids: text_tokens.iter().copied().take(32).collect(),
+                max_tokens: cli.decode_tokens,
+                sampling: SamplingParams::default(),
+                stop_tokens: vec![],
+                stop_strings: vec![],
+            };
+            let g = generate(&model, &tokenizer, &pool, &request, |_| {})?;
+            Some(g.decode_tokens_per_s())
+        } else {
+            None
+        };
+        Ok(Eval {
+            ppl: scored.as_ref().map(|r| r.ppl),
+            predictions: scored.map(|r| r.predictions).unwrap_or_default(),
+            decode_tok_s,
+        })
     };
 
-    let bar = progress::steps(targets.len() as u64 + 1, "baseline");
-    let baseline_ppl = ppl_of(&source)?;
+    let bar = progress::steps((targets.len() + awq_targets.len()) as u64 + 1, "baseline");
+    let baseline = evaluate(&source)?;
+    let baseline_ppl = baseline.ppl;
     bar.inc(1);
-    let mut rows: Vec<(Requantized, Option<f64>, f64)> = Vec::new();
+
+    // AWQ calibrates on the last chunks of the text; perplexity scores the first ones.
+    let calibration = if awq_targets.is_empty() {
+        None
+    } else {
+        let need = cli.calibration_chunks as usize * 512;
+        let scored = cli.chunks as usize * 512;
+        if text_tokens.len() < need + scored {
+            bail!(
+                "the text has {} tokens: AWQ needs {need} for calibration after the {scored} scored",
+                text_tokens.len()
+            );
+        }
+        bar.set_message("calibrating AWQ");
+        let model = Llama::load(&source)?;
+        Some(awq::calibrate(
+            &model,
+            &pool,
+            &text_tokens[text_tokens.len() - need..],
+            512,
+        )?)
+    };
+    let jobs: Vec<(Target, bool)> = targets
+        .iter()
+        .map(|&t| (t, false))
+        .chain(awq_targets.iter().map(|&t| (t, true)))
+        .collect();
+    let mut rows: Vec<Row> = Vec::new();
     let mut verified = true;
-    for &target in &targets {
-        bar.set_message(format!("requantizing to {}", target.name()));
+    for (target, with_awq) in jobs {
+        let label = if with_awq {
+            format!("{} + AWQ", target.name())
+        } else {
+            target.name().to_string()
+        };
+        bar.set_message(format!("requantizing to {label}"));
         let started = std::time::Instant::now();
-        let (report, writer) = requantize(&source, target, cli.quantize_output)?;
+        let mut choices = vec![];
+        let (report, writer) = match (&calibration, with_awq) {
+            (Some(cal), true) => {
+                let plan = awq::plan(&source, target, cal)?;
+                choices = plan.choices.clone();
+                requantize_rescaled(&source, target, cli.quantize_output, &|n| plan.rescale(n))?
+            }
+            _ => requantize(&source, target, cli.quantize_output)?,
+        };
         let seconds = started.elapsed().as_secs_f64();
-        let mut ppl = None;
+        let mut eval = None;
         if let Some(writer) = writer {
             let bytes = writer.to_bytes();
             if let Some(dir) = &cli.write {
-                std::fs::write(dir.join(format!("model.{}.gguf", target.name())), &bytes)?;
+                let file = format!("model.{}.gguf", label.replace(" + ", "-"));
+                std::fs::write(dir.join(file), &bytes)?;
             }
             let gguf = Gguf::from_bytes(bytes)?;
-            if cli.demo.verify {
+            // AWQ's matrices are rescaled before rounding: they are not the plain quantizer's
+            // bytes (the AWQ tests check that rescaling keeps the model's function).
+            if cli.demo.verify && !with_awq {
                 verified &= check_read_back(&source, &gguf, target, cli.quantize_output)?;
             }
             let unsupported: Vec<_> = gguf
@@ -129,11 +250,17 @@ fn main() -> Result<()> {
                 .map(|t| (t.name.clone(), t.ggml_type))
                 .collect();
             if unsupported.is_empty() {
-                bar.set_message(format!("perplexity of {}", target.name()));
-                ppl = ppl_of(&gguf)?;
+                bar.set_message(format!("perplexity of {label}"));
+                eval = Some(evaluate(&gguf)?);
             }
         }
-        rows.push((report, ppl, seconds));
+        rows.push(Row {
+            label,
+            report,
+            eval,
+            seconds,
+            awq: choices,
+        });
         bar.inc(1);
     }
     bar.finish_and_clear();
@@ -155,18 +282,44 @@ fn main() -> Result<()> {
                 .decimals(2),
             Column::new("ppl", "Perplexity").decimals(3),
             Column::new("dppl", "ΔPPL vs source").unit("%").decimals(2),
+            Column::new("agreement", "Same next token as source")
+                .unit("%")
+                .decimals(1),
+            Column::new("tok_s", "Decode").unit("tok/s").decimals(1),
             Column::new("seconds", "Quantize time")
                 .unit("s")
                 .decimals(1),
         ],
     );
-    for (r, ppl, seconds) in &rows {
+    table.push(vec![
+        json!("source (Q4_1 file)"),
+        json!(source_bits_per_weight(&source)),
+        json!(source.file_len() as f64 / 1e6),
+        json!(16.0 / source_bits_per_weight(&source)),
+        json!(32.0 / source_bits_per_weight(&source)),
+        Value::Null,
+        Value::Null,
+        baseline_ppl.map_or(Value::Null, |p| json!(p)),
+        Value::Null,
+        Value::Null,
+        baseline.decode_tok_s.map_or(Value::Null, |t| json!(t)),
+        Value::Null,
+    ]);
+    for Row {
+        label,
+        report: r,
+        eval,
+        seconds,
+        ..
+    } in &rows
+    {
+        let ppl = eval.as_ref().and_then(|e| e.ppl);
         let dppl = match (ppl, baseline_ppl) {
             (Some(p), Some(b)) => json!(100.0 * (p / b - 1.0)),
             _ => Value::Null,
         };
         table.push(vec![
-            json!(r.target.name()),
+            json!(label),
             json!(r.bits_per_weight),
             r.file_bytes.map_or(Value::Null, |b| json!(b as f64 / 1e6)),
             json!(16.0 / r.bits_per_weight),
@@ -175,8 +328,28 @@ fn main() -> Result<()> {
             json!(100.0 * r.relative_error),
             ppl.map_or(Value::Null, |p| json!(p)),
             dppl,
+            eval.as_ref()
+                .filter(|e| !e.predictions.is_empty())
+                .map_or(Value::Null, |e| {
+                    json!(100.0 * agreement(&e.predictions, &baseline.predictions))
+                }),
+            eval.as_ref()
+                .and_then(|e| e.decode_tok_s)
+                .map_or(Value::Null, |t| json!(t)),
             json!(seconds),
         ]);
+    }
+    if calibration.is_some() {
+        let chosen: Vec<f32> = rows
+            .iter()
+            .flat_map(|r| r.awq.iter().map(|c| c.alpha))
+            .collect();
+        table.notes.push(format!(
+            "\"+ AWQ\": activation-aware scaling of Q, K, V, gate, up and down before rounding (α searched per layer and group among {:?}; chosen α averaged {:.2}), calibrated on the last {} chunks of 512 tokens of the text, which perplexity does not score.",
+            awq::ALPHAS,
+            chosen.iter().sum::<f32>() / chosen.len().max(1) as f32,
+            cli.calibration_chunks
+        ));
     }
     table.notes.push(format!(
         "Source perplexity (the Q4_1 file as downloaded): {}, on the first {} chunks of 512 tokens of the reference text. No perplexity for NF4: GGUF cannot hold it. The K-quant matrices run on scalar kernels (no SIMD yet), Q5_0 on AVX2. K-quants need rows of whole 256-weight blocks; this model's rows of 576 are not, so those matrices fall back to Q5_0 (Q4_K, Q5_K) or Q8_0 (Q6_K), as llama-quantize does. {}",
@@ -191,7 +364,25 @@ fn main() -> Result<()> {
     let report = Report {
         demo: "quantization".into(),
         provenance: Provenance::current(),
-        result: json!({ "baseline_ppl": baseline_ppl, "chunks": cli.chunks, "formats": rows.iter().map(|(r, p, s)| json!({"report": r, "ppl": p, "seconds": s})).collect::<Vec<_>>() }),
+        result: json!({
+            "baseline_ppl": baseline_ppl,
+            "baseline_decode_tok_s": baseline.decode_tok_s,
+            "chunks": cli.chunks,
+            "decode_tokens": cli.decode_tokens,
+            "calibration_chunks": calibration.as_ref().map(|_| cli.calibration_chunks),
+            "formats": rows.iter().map(|row| {
+                let e = row.eval.as_ref();
+                json!({
+                    "label": row.label,
+                    "report": row.report,
+                    "ppl": e.and_then(|e| e.ppl),
+                    "agreement": e.filter(|e| !e.predictions.is_empty()).map(|e| agreement(&e.predictions, &baseline.predictions)),
+                    "decode_tok_s": e.and_then(|e| e.decode_tok_s),
+                    "seconds": row.seconds,
+                    "awq": row.awq,
+                })
+            }).collect::<Vec<_>>(),
+        }),
         tables: vec![table],
         verified: cli.demo.verify.then_some(verified),
     };

@@ -5,6 +5,7 @@
 
 use crate::kernels::pool::ThreadPool;
 use crate::model::{KvCache, Llama, Logits, ModelError};
+use crate::sampling::argmax;
 use crate::tokenizer::TokenId;
 use serde::Serialize;
 
@@ -21,6 +22,10 @@ pub struct PerplexityResult {
     /// Tokens whose probability was scored.
     pub scored: usize,
     pub running_ppl: Vec<f64>,
+    /// The model's most likely next token at every scored position, in order: two models
+    /// agree on a text where these agree (the quantization chapter's greedy agreement).
+    #[serde(skip)]
+    pub predictions: Vec<TokenId>,
 }
 
 // ANCHOR: log_softmax
@@ -61,6 +66,7 @@ pub fn perplexity(
     let first = ctx / 2;
     let (mut sum, mut sum_sq, mut count) = (0.0f64, 0.0f64, 0usize);
     let mut running = Vec::with_capacity(chunks);
+    let mut predictions = Vec::with_capacity(chunks * (ctx - 1 - first));
     let mut cache = KvCache::with_limit(&model.config, ctx);
     for chunk in 0..chunks {
         let ids = &tokens[chunk * ctx..(chunk + 1) * ctx];
@@ -70,7 +76,9 @@ pub fn perplexity(
         // Position j predicts token j + 1; score j in first..ctx-1.
         for j in first..ctx - 1 {
             let row = j - first;
-            let v = nll(&logits[row * vocab..(row + 1) * vocab], ids[j + 1]);
+            let scores = &logits[row * vocab..(row + 1) * vocab];
+            let v = nll(scores, ids[j + 1]);
+            predictions.push(argmax(scores));
             sum += v;
             sum_sq += v * v;
             count += 1;
@@ -90,7 +98,17 @@ pub fn perplexity(
         tokens: tokens.len(),
         scored: count,
         running_ppl: running,
+        predictions,
     })
+}
+
+/// Share of positions where two runs over the same tokens predict the same next token
+/// (0 when either is empty or their lengths differ: they did not score the same positions).
+pub fn agreement(a: &[TokenId], b: &[TokenId]) -> f64 {
+    if a.is_empty() || a.len() != b.len() {
+        return 0.0;
+    }
+    a.iter().zip(b).filter(|(x, y)| x == y).count() as f64 / a.len() as f64
 }
 // ANCHOR_END: perplexity
 
@@ -102,6 +120,13 @@ mod tests {
     fn nll_of_a_certain_token_is_zero_and_of_uniform_is_ln_n() {
         assert!(nll(&[0.0, 100.0, 0.0], 1) < 1e-30);
         assert!((nll(&[1.0; 8], 3) - 8f64.ln()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn agreement_counts_equal_positions() {
+        assert_eq!(agreement(&[1, 2, 3, 4], &[1, 2, 0, 4]), 0.75);
+        assert_eq!(agreement(&[1, 2], &[1, 2, 3]), 0.0);
+        assert_eq!(agreement(&[], &[]), 0.0);
     }
 
     #[test]

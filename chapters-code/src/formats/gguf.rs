@@ -157,7 +157,7 @@ impl TensorInfo {
 }
 
 /// The bytes behind a [`Gguf`]: a read-only mapping of the file, or a buffer.
-enum Backing {
+pub(crate) enum Backing {
     Mapped(memmap2::Mmap),
     Owned(Vec<u8>),
 }
@@ -173,8 +173,10 @@ impl std::ops::Deref for Backing {
 }
 
 /// A parsed GGUF file. Metadata and tensor infos are owned; tensor data stays in the file.
+/// (The APR loader builds one too, over an APR file: the engine reads both the same way.)
 pub struct Gguf {
     backing: Backing,
+    /// GGUF version (0 when the model came from another container).
     pub version: u32,
     /// Metadata in file order.
     pub metadata: Vec<(String, Value)>,
@@ -255,6 +257,60 @@ impl Gguf {
             tensors: header.tensors,
             alignment: header.alignment,
             data_offset: header.data_offset,
+        })
+    }
+
+    /// A model held in another container (the APR loader): `metadata` and `tensors` whose
+    /// `file_offset`s point into `bytes`. Every tensor passes the GGUF parser's checks (size
+    /// matches type and dims, inside the bytes, no overlap), so the views stay zero-copy and
+    /// in bounds whatever container they came from.
+    pub(crate) fn from_index(
+        bytes: Backing,
+        metadata: Vec<(String, Value)>,
+        tensors: Vec<TensorInfo>,
+    ) -> Result<Gguf, GgufError> {
+        for t in &tensors {
+            let bad = |problem: String| GgufError::BadTensor {
+                name: t.name.clone(),
+                problem,
+            };
+            if t.dims.is_empty() || t.dims.len() > MAX_DIMS as usize {
+                return Err(bad(format!("{} dimensions", t.dims.len())));
+            }
+            let expected = tensor_bytes(&t.dims, t.ggml_type).map_err(bad)?;
+            if expected != t.n_bytes {
+                return Err(bad(format!(
+                    "holds {} bytes, {} of type {} take {expected}",
+                    t.n_bytes,
+                    t.n_elements(),
+                    t.ggml_type
+                )));
+            }
+            if t.file_offset
+                .checked_add(t.n_bytes)
+                .is_none_or(|end| end > bytes.len() as u64)
+            {
+                return Err(bad("data ends past the end of the file".into()));
+            }
+        }
+        check_distinct(&tensors)?;
+        Ok(Gguf {
+            version: 0,
+            index: metadata
+                .iter()
+                .enumerate()
+                .map(|(i, (k, _))| (k.clone(), i))
+                .collect(),
+            metadata,
+            tensor_index: tensors
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (t.name.clone(), i))
+                .collect(),
+            data_offset: tensors.iter().map(|t| t.file_offset).min().unwrap_or(0),
+            tensors,
+            alignment: 1,
+            backing: bytes,
         })
     }
 
@@ -620,24 +676,7 @@ fn parse_header(buf: &[u8]) -> Result<Header, GgufError> {
         let offset = c.u64("tensor offset")?;
         let ggml_type =
             GgmlType::from_id(type_id).ok_or_else(|| bad(format!("unknown type id {type_id}")))?;
-        if dims.contains(&0) {
-            return Err(bad(format!("a dimension is zero: {dims:?}")));
-        }
-        let n_elements = dims
-            .iter()
-            .try_fold(1u64, |acc, &d| acc.checked_mul(d))
-            .filter(|&n| n <= i64::MAX as u64)
-            .ok_or_else(|| bad(format!("dimensions {dims:?} overflow")))?;
-        if !dims[0].is_multiple_of(ggml_type.block_size()) {
-            return Err(bad(format!(
-                "row length {} is not a multiple of the {ggml_type} block size {}",
-                dims[0],
-                ggml_type.block_size()
-            )));
-        }
-        let n_bytes = ggml_type
-            .bytes_for(n_elements)
-            .ok_or_else(|| bad("byte size overflows".into()))?;
+        let n_bytes = tensor_bytes(&dims, ggml_type).map_err(bad)?;
         if !offset.is_multiple_of(alignment) {
             return Err(bad(format!(
                 "offset {offset} is not a multiple of the alignment {alignment}"
@@ -649,7 +688,6 @@ fn parse_header(buf: &[u8]) -> Result<Header, GgufError> {
     let data_offset = (c.pos as u64).next_multiple_of(alignment);
     let file_len = buf.len() as u64;
     let mut tensors = Vec::with_capacity(infos.len());
-    let mut names = std::collections::HashSet::new();
     for (name, dims, ggml_type, offset, n_bytes) in infos {
         let end = data_offset
             .checked_add(offset)
@@ -665,9 +703,6 @@ fn parse_header(buf: &[u8]) -> Result<Header, GgufError> {
                 });
             }
         }
-        if !names.insert(name.clone()) {
-            return Err(GgufError::DuplicateTensor(name));
-        }
         tensors.push(TensorInfo {
             name,
             dims,
@@ -677,16 +712,7 @@ fn parse_header(buf: &[u8]) -> Result<Header, GgufError> {
         });
     }
 
-    let mut by_offset: Vec<&TensorInfo> = tensors.iter().collect();
-    by_offset.sort_by_key(|t| t.file_offset);
-    for pair in by_offset.windows(2) {
-        if pair[0].file_offset + pair[0].n_bytes > pair[1].file_offset {
-            return Err(GgufError::OverlappingTensors {
-                a: pair[0].name.clone(),
-                b: pair[1].name.clone(),
-            });
-        }
-    }
+    check_distinct(&tensors)?;
 
     Ok(Header {
         version,
@@ -697,3 +723,46 @@ fn parse_header(buf: &[u8]) -> Result<Header, GgufError> {
     })
 }
 // ANCHOR_END: parse_header
+
+/// No two tensors share a name or a byte (each one already lies inside the file).
+fn check_distinct(tensors: &[TensorInfo]) -> Result<(), GgufError> {
+    let mut names = std::collections::HashSet::new();
+    for t in tensors {
+        if !names.insert(t.name.as_str()) {
+            return Err(GgufError::DuplicateTensor(t.name.clone()));
+        }
+    }
+    let mut by_offset: Vec<&TensorInfo> = tensors.iter().collect();
+    by_offset.sort_by_key(|t| t.file_offset);
+    for pair in by_offset.windows(2) {
+        if pair[0].file_offset + pair[0].n_bytes > pair[1].file_offset {
+            return Err(GgufError::OverlappingTensors {
+                a: pair[0].name.clone(),
+                b: pair[1].name.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Bytes of a tensor of `dims` and `ty`, after the checks every tensor must pass: no zero
+/// dimension, no overflow, rows of whole blocks.
+fn tensor_bytes(dims: &[u64], ty: GgmlType) -> Result<u64, String> {
+    if dims.contains(&0) {
+        return Err(format!("a dimension is zero: {dims:?}"));
+    }
+    let n_elements = dims
+        .iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+        .filter(|&n| n <= i64::MAX as u64)
+        .ok_or_else(|| format!("dimensions {dims:?} overflow"))?;
+    if !dims[0].is_multiple_of(ty.block_size()) {
+        return Err(format!(
+            "row length {} is not a multiple of the {ty} block size {}",
+            dims[0],
+            ty.block_size()
+        ));
+    }
+    ty.bytes_for(n_elements)
+        .ok_or_else(|| "byte size overflows".into())
+}

@@ -1,8 +1,12 @@
-//! Anatomy of a model file: the GGUF reader (memory-mapped, validated, zero-copy) and writer.
+//! Anatomy of a model file: the GGUF reader (memory-mapped, validated, zero-copy) and writer;
+//! the same model in aprender's APR (plain, signed, encrypted) and in safetensors.
 
+pub mod apr;
+pub mod apr_sealed;
 pub mod ggml_type;
 pub mod gguf;
 pub mod gguf_write;
+pub mod safetensors_export;
 
 #[cfg(test)]
 mod gguf_tests;

@@ -51,6 +51,18 @@ pub struct SeqStep<'t> {
     pub logits: Logits,
 }
 
+/// Where [`Llama::forward_batch_observed`] shows the activations: the inputs of a layer's
+/// weight matrices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Site {
+    /// The attention norm's output, input of Q, K and V (`dim` wide).
+    AttnInput,
+    /// The feed-forward norm's output, input of gate and up (`dim` wide).
+    FfnInput,
+    /// SwiGLU's output, input of down (`ffn_dim` wide).
+    DownInput,
+}
+
 /// Which positions' logits a forward call returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Logits {
@@ -163,7 +175,6 @@ impl<'a> Llama<'a> {
         Ok(logits.pop().unwrap_or_default())
     }
 
-    // ANCHOR: forward_batch
     /// One forward step of several sequences at once: every sequence's new tokens go through
     /// each weight matrix together — the weights are read once for the whole batch — while
     /// attention runs per sequence over its own keys and values in `kv`. Returns each
@@ -173,6 +184,20 @@ impl<'a> Llama<'a> {
         pool: &ThreadPool,
         kv: &mut dyn KvBatch,
         steps: &[SeqStep<'_>],
+    ) -> Result<Vec<Vec<f32>>, ModelError> {
+        self.forward_batch_observed(pool, kv, steps, &mut |_, _, _| {})
+    }
+
+    // ANCHOR: forward_batch
+    /// [`Llama::forward_batch`], showing `observe(layer, site, rows)` the input of the weight
+    /// matrices at each [`Site`] (`rows`: one row per token, `dim` or `ffn_dim` wide) — what
+    /// activation-aware quantization calibrates on.
+    pub fn forward_batch_observed(
+        &self,
+        pool: &ThreadPool,
+        kv: &mut dyn KvBatch,
+        steps: &[SeqStep<'_>],
+        observe: &mut dyn FnMut(usize, Site, &[f32]),
     ) -> Result<Vec<Vec<f32>>, ModelError> {
         let c = &self.config;
         if steps.is_empty() || steps.iter().any(|s| s.tokens.is_empty()) {
@@ -213,6 +238,7 @@ impl<'a> Llama<'a> {
         for (li, layer) in self.layers.iter().enumerate() {
             // Attention block.
             rmsnorm(&x, layer.attn_norm, c.rms_eps, &mut xn);
+            observe(li, Site::AttnInput, &xn);
             let acts = ActsFor::new(&xn, d, &[&layer.wq, &layer.wk, &layer.wv]);
             matmul_many(
                 pool,
@@ -258,6 +284,7 @@ impl<'a> Llama<'a> {
 
             // Feed-forward block.
             rmsnorm(&x, layer.ffn_norm, c.rms_eps, &mut xn);
+            observe(li, Site::FfnInput, &xn);
             let acts = ActsFor::new(&xn, d, &[&layer.w_gate, &layer.w_up]);
             matmul_many(
                 pool,
@@ -267,6 +294,7 @@ impl<'a> Llama<'a> {
                 ],
             );
             swiglu(&mut gate, &up);
+            observe(li, Site::DownInput, &gate);
             matmul(
                 pool,
                 &layer.w_down,

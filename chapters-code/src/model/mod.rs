@@ -11,4 +11,4 @@ mod tests;
 
 pub use cache::KvCache;
 pub use config::{LlamaConfig, ModelError};
-pub use llama::{Llama, Logits, SeqStep};
+pub use llama::{Llama, Logits, SeqStep, Site};

@@ -1,5 +1,6 @@
 //! Quantized number formats: llama.cpp's block layouts, f16, NF4, and quantize/dequantize.
 
+pub mod awq;
 pub mod blocks;
 pub mod f16;
 pub mod kquants;

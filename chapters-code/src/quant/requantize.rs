@@ -195,7 +195,16 @@ pub struct Requantized {
     pub file_bytes: Option<u64>,
 }
 
-// ANCHOR: requantize
+/// How a tensor changes before it is quantized: weight `(r, c)` of a matrix is multiplied by
+/// `rows[r] · cols[c]`; a vector (a norm's weights) by `cols`. Activation-aware quantization
+/// ([`super::awq`]) scales a matrix's columns and divides the norm before it by the same
+/// factors, so the model computes the same function with weights that quantize better.
+#[derive(Debug, Clone, Default)]
+pub struct Rescale {
+    pub rows: Option<Vec<f32>>,
+    pub cols: Option<Vec<f32>>,
+}
+
 /// Requantizes every 2-D tensor of `source` to `target` (with fallbacks, and the output head
 /// at 8 bits unless `quantize_output`); returns the report
 /// and, for GGUF types, the new file's writer (same metadata, same tensor order).
@@ -203,6 +212,18 @@ pub fn requantize(
     source: &Gguf,
     target: Target,
     quantize_output: bool,
+) -> Result<(Requantized, Option<GgufWriter>), crate::model::ModelError> {
+    requantize_rescaled(source, target, quantize_output, &|_| None)
+}
+
+// ANCHOR: requantize
+/// [`requantize`], with tensor `name` first rescaled by `rescale(name)` where that is `Some`.
+/// The reported error compares the dequantized weights, scales undone, with the source's.
+pub fn requantize_rescaled(
+    source: &Gguf,
+    target: Target,
+    quantize_output: bool,
+    rescale: &dyn Fn(&str) -> Option<Rescale>,
 ) -> Result<(Requantized, Option<GgufWriter>), crate::model::ModelError> {
     // The output head: `output.weight`, or the token embedding when there is none (tied).
     let output = if source.tensor_info("output.weight").is_some() {
@@ -227,8 +248,27 @@ pub fn requantize(
     let (mut err2, mut norm2) = (0.0f64, 0.0f64);
     for info in &source.tensors {
         let view = source.tensor(&info.name)?;
+        let scale = rescale(&info.name);
         if info.dims.len() != 2 {
-            writer.tensor(&info.name, &info.dims, info.ggml_type, view.data.to_vec());
+            let data = match scale.and_then(|s| s.cols) {
+                Some(cols) => {
+                    let v = view.as_f32()?;
+                    if cols.len() != v.len() {
+                        return Err(crate::model::ModelError::BadConfig(format!(
+                            "rescaling {}: {} factors for {} values",
+                            info.name,
+                            cols.len(),
+                            v.len()
+                        )));
+                    }
+                    v.iter()
+                        .zip(&cols)
+                        .flat_map(|(x, c)| (x * c).to_le_bytes())
+                        .collect()
+                }
+                None => view.data.to_vec(),
+            };
+            writer.tensor(&info.name, &info.dims, info.ggml_type, data);
             continue;
         }
         let (rows, cols) = (view.n_rows(), view.row_len());
@@ -237,11 +277,36 @@ pub fn requantize(
         for (r, row) in w.chunks_exact_mut(cols).enumerate() {
             m.row_f32(r, row);
         }
+        if let Some(s) = &scale {
+            let fits = |f: &Option<Vec<f32>>, n: usize| f.as_ref().is_none_or(|f| f.len() == n);
+            if !fits(&s.rows, rows) || !fits(&s.cols, cols) {
+                return Err(crate::model::ModelError::BadConfig(format!(
+                    "rescaling {}: factors do not match its {rows} rows of {cols}",
+                    info.name
+                )));
+            }
+        }
+        let factor = |r: usize, c: usize| {
+            let s = scale.as_ref();
+            s.and_then(|s| s.rows.as_ref()).map_or(1.0, |f| f[r])
+                * s.and_then(|s| s.cols.as_ref()).map_or(1.0, |f| f[c])
+        };
+        let scaled: Vec<f32> = match &scale {
+            Some(_) => (0..w.len())
+                .map(|i| w[i] * factor(i / cols, i % cols))
+                .collect(),
+            None => w.clone(),
+        };
         let fmt = target.for_tensor(cols, info.name == output, quantize_output);
-        let bytes = fmt.quantize(&w);
+        let bytes = fmt.quantize(&scaled);
         let mut back = vec![0.0f32; w.len()];
         fmt.dequantize(&bytes, &mut back);
-        for (a, b) in w.iter().zip(&back) {
+        for (i, (a, b)) in w.iter().zip(&back).enumerate() {
+            let b = if scale.is_some() {
+                b / factor(i / cols, i % cols)
+            } else {
+                *b
+            };
             err2 += f64::from(a - b).powi(2);
             norm2 += f64::from(*a).powi(2);
         }
