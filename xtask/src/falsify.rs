@@ -417,6 +417,79 @@ pub const CLAIMS: &[Claim] = &[
             })
         },
     },
+    Claim {
+        id: "QZ-3",
+        chapter: "Quantization",
+        statement: "Activation-aware scaling (AWQ) lowers the perplexity of the model at Q4_0 against plain rounding",
+        check: |root| {
+            let Some(t) = table(root, "quantization-formats")? else {
+                return Ok(missing("quantization-formats"));
+            };
+            let plain = t.table.lookup("format", "Q4_0", "ppl");
+            let awq = t.table.lookup("format", "Q4_0 + AWQ", "ppl");
+            Ok(match (plain, awq) {
+                (Some(p), Some(a)) => {
+                    let evidence = format!("perplexity {a:.3} with AWQ, {p:.3} without");
+                    if a < p {
+                        Verdict::Holds(evidence)
+                    } else {
+                        Verdict::Falsified(evidence)
+                    }
+                }
+                _ => missing("quantization-formats"),
+            })
+        },
+    },
+    Claim {
+        id: "APR-1",
+        chapter: "The APR format",
+        statement: "The model loads from APR memory-mapped, every tensor indexed, in at most 100 ms",
+        check: |root| {
+            let Some(t) = table(root, "apr-load")? else {
+                return Ok(missing("apr-load"));
+            };
+            Ok(match t.table.lookup("format", "APR v2", "index_ms") {
+                Some(ms) if ms <= 100.0 => Verdict::Holds(format!("{ms:.1} ms to open and index")),
+                Some(ms) => Verdict::Falsified(format!("{ms:.1} ms to open and index")),
+                None => missing("apr-load"),
+            })
+        },
+    },
+    Claim {
+        id: "APR-2",
+        chapter: "The APR format",
+        statement: "With the publisher's key, a signed APR file that was changed or re-signed by someone else is rejected, and so is an encrypted one with a wrong password or a changed byte",
+        check: |root| {
+            let Some(t) = table(root, "apr-security")? else {
+                return Ok(missing("apr-security"));
+            };
+            let checked: Vec<_> = t
+                .table
+                .rows
+                .iter()
+                .filter(|r| {
+                    r.get("opened_with").and_then(|v| v.as_str())
+                        != Some("aprender's default (key in the file)")
+                })
+                .collect();
+            let unsafe_rows = checked
+                .iter()
+                .filter(|r| r.get("safe").and_then(|v| v.as_str()) != Some("yes"))
+                .count();
+            let evidence = format!(
+                "{} of {} attempts handled safely",
+                checked.len() - unsafe_rows,
+                checked.len()
+            );
+            Ok(if checked.is_empty() {
+                missing("apr-security")
+            } else if unsafe_rows == 0 {
+                Verdict::Holds(evidence)
+            } else {
+                Verdict::Falsified(evidence)
+            })
+        },
+    },
 ];
 
 /// Holds when `value` is at least `floor`.
