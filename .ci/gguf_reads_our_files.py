@@ -60,7 +60,7 @@ def main():
         types = sorted({t.tensor_type.name for t in ours.tensors if len(t.shape) == 2})
         ok = rel <= BOUNDS.get(fmt, 0.2)
         failed |= not ok
-        print(f"{path.name}: read by gguf {gguf.__name__} ({', '.join(types)}), "
+        print(f"{path.name}: read by gguf {importlib.metadata.version('gguf')} ({', '.join(types)}), "
               f"relative error {100 * rel:.2f}% {'ok' if ok else 'TOO LARGE'}")
     if failed:
         sys.exit("a file written by our requantizer does not read back correctly in gguf-py")
