@@ -165,6 +165,7 @@ fn every_demo_explains_its_flags() {
                 "--awq",
                 "--calibration-chunks",
                 "--decode-tokens",
+                "--decode-runs",
             ][..],
         ),
         (
