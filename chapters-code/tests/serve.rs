@@ -40,7 +40,13 @@ async fn start(max_in_flight: usize, timeout: Duration) -> Option<Server> {
     Some(Server {
         base,
         state,
-        http: reqwest::Client::new(),
+        // A fresh connection per request: after a 413 the server closes the connection
+        // without reading the rest of the body, and a pooled client that reuses it races that
+        // close (hyper's IncompleteMessage on the next request, seen once in CI).
+        http: reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap(),
     })
 }
 
