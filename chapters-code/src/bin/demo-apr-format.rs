@@ -382,12 +382,8 @@ fn first_line(message: &str) -> String {
 /// The same file with byte `at` flipped; with `fix_crc`, the CRC32 footer recomputed.
 fn tampered(src: &Path, dst: &Path, at: usize, fix_crc: bool) -> Result<()> {
     let mut b = std::fs::read(src)?;
-    b[at] ^= 1;
-    if fix_crc {
-        let n = b.len() - 4;
-        let crc = aprender::format::crc32(&b[..n]);
-        b[n..].copy_from_slice(&crc.to_le_bytes());
-    }
+    apr_sealed::flip_byte(&mut b, at, fix_crc)
+        .with_context(|| format!("{} has no byte {at} to change", src.display()))?;
     write(dst, &b)
 }
 

@@ -303,12 +303,13 @@ fn main() -> Result<()> {
                 .decimals(1),
         ],
     );
+    let source_bpw = source_bits_per_weight(&source);
     table.push(vec![
         json!("source (Q4_1 file)"),
-        json!(source_bits_per_weight(&source)),
+        json!(source_bpw),
         json!(source.file_len() as f64 / 1e6),
-        json!(16.0 / source_bits_per_weight(&source)),
-        json!(32.0 / source_bits_per_weight(&source)),
+        json!(16.0 / source_bpw),
+        json!(32.0 / source_bpw),
         Value::Null,
         Value::Null,
         baseline_ppl.map_or(Value::Null, |p| json!(p)),

@@ -126,6 +126,20 @@ pub fn open_encrypted(path: &Path, password: &str) -> Result<Vec<u8>, SealError>
 }
 // ANCHOR_END: encrypt
 
+/// What an attacker who knows the format does to a sealed file: flip one bit of byte `at` and
+/// recompute the CRC32 footer, so that only the signature or the AES-GCM tag can catch it.
+/// (With `fix_crc = false`, the accidental case: the CRC catches it.) Demos and tests use it.
+/// Returns `None` when `at` is not a byte before the footer.
+pub fn flip_byte(bytes: &mut [u8], at: usize, fix_crc: bool) -> Option<()> {
+    let n = bytes.len().checked_sub(4).filter(|&n| at < n)?;
+    bytes[at] ^= 1;
+    if fix_crc {
+        let crc = aprender::format::crc32(&bytes[..n]);
+        bytes[n..].copy_from_slice(&crc.to_le_bytes());
+    }
+    Some(())
+}
+
 /// A key pair from a 32-byte seed. Demos and tests use fixed seeds so runs repeat; a real
 /// publisher draws the seed once from the operating system's CSPRNG and keeps it secret.
 pub fn key_from_seed(seed: [u8; 32]) -> SigningKey {

@@ -3,8 +3,8 @@
 
 use super::*;
 use crate::formats::apr_sealed::{
-    SealError, encrypt, key_from_seed, open_encrypted, open_signed, open_signed_trusting_the_file,
-    sign,
+    SealError, encrypt, flip_byte, key_from_seed, open_encrypted, open_signed,
+    open_signed_trusting_the_file, sign,
 };
 use crate::formats::safetensors_export;
 use crate::testutil::ScratchFile;
@@ -192,10 +192,7 @@ fn sealed_file(name: &str) -> (ScratchFile, Vec<u8>) {
 /// who knows the format does).
 fn tamper(path: &std::path::Path, at: usize) {
     let mut b = std::fs::read(path).unwrap();
-    b[at] ^= 1;
-    let n = b.len() - 4;
-    let crc = aprender::format::crc32(&b[..n]);
-    b[n..].copy_from_slice(&crc.to_le_bytes());
+    flip_byte(&mut b, at, true).unwrap();
     std::fs::write(path, b).unwrap();
 }
 
@@ -277,6 +274,9 @@ fn a_crafted_sealed_header_is_an_error_not_a_panic() {
     let key = key_from_seed([1; 32]);
     sign(&apr, &file.0, &key).unwrap();
     let clean = std::fs::read(&file.0).unwrap();
+    // Only bytes before the CRC footer can be flipped.
+    assert!(flip_byte(&mut clean.clone(), clean.len() - 4, true).is_none());
+    assert!(flip_byte(&mut [0u8; 3], 0, false).is_none());
     // Every byte of the v1 header, changed with a valid CRC.
     for at in 0..32 {
         std::fs::write(&file.0, &clean).unwrap();
