@@ -1,10 +1,13 @@
-//! The matrix-vector product of the decode step, from the plain loop to the fast kernel, and
-//! next to trueno's f32 matvec — one thread, one run, side by side.
+//! The matrix-vector product of the decode step, from the plain loop to the fast kernel (Q4_1,
+//! and the K-quants), and next to trueno's f32 matvec — one thread, one run, side by side.
 //!
 //! `cargo xtask bench` turns criterion's estimates into the tables of the chapter
 //! "From prompt to tokens".
 
 use chapters_code::kernels::{self, simd};
+use chapters_code::quant::kquants::{
+    BlockQ8K, QK_K, quantize_acts_q8_k, quantize_q4_k, quantize_q5_k, quantize_q6_k,
+};
 use chapters_code::quant::quantize::{quantize_acts_q8_1, quantize_q4_1};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
@@ -81,6 +84,92 @@ fn q4_1_matvec(c: &mut Criterion) {
     group.finish();
 }
 
+/// The feed-forward down projection: 576 rows of 1536 weights, the one matrix of the course
+/// model whose rows are whole K-quant super-blocks.
+const DOWN_ROWS: usize = 576;
+const DOWN_COLS: usize = 1536;
+
+/// One K-quant format's matrix × vector: the scalar reference, the AVX2 kernel one row at a
+/// time, and four rows at a time with prefetch.
+fn k_quant_group<B>(
+    c: &mut Criterion,
+    group_name: &str,
+    quantize: fn(&[f32]) -> Vec<B>,
+    (one, four): (kernels::Dot<B, BlockQ8K>, kernels::Dot4<B, BlockQ8K>),
+    reference: kernels::Dot<B, BlockQ8K>,
+) {
+    let level = simd();
+    let w = quantize(&wave(DOWN_ROWS * DOWN_COLS, 5));
+    let a = quantize_acts_q8_k(&wave(DOWN_COLS, 6));
+    let rows: Vec<&[B]> = w.chunks_exact(DOWN_COLS / QK_K).collect();
+    let mut out = vec![0.0f32; DOWN_ROWS];
+    let mut group = c.benchmark_group(group_name);
+    group
+        .sample_size(30)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(2))
+        .throughput(Throughput::Bytes(std::mem::size_of_val(w.as_slice()) as u64));
+    group.bench_function("scalar reference", |b| {
+        b.iter(|| {
+            for (o, row) in out.iter_mut().zip(&rows) {
+                *o = reference(row, &a);
+            }
+            black_box(&out);
+        })
+    });
+    group.bench_function(format!("{level}, one row at a time"), |b| {
+        b.iter(|| {
+            for (o, row) in out.iter_mut().zip(&rows) {
+                *o = one(row, &a);
+            }
+            black_box(&out);
+        })
+    });
+    group.bench_function(format!("{level}, four rows at a time + prefetch"), |b| {
+        b.iter(|| {
+            for (o, r) in out.chunks_exact_mut(4).zip(rows.chunks_exact(4)) {
+                o.copy_from_slice(&four([r[0], r[1], r[2], r[3]], &a));
+            }
+            black_box(&out);
+        })
+    });
+    group.finish();
+}
+
+fn k_quant_matvec(c: &mut Criterion) {
+    let level = simd();
+    k_quant_group(
+        c,
+        "q4_k_matvec",
+        quantize_q4_k,
+        (
+            kernels::q4_k_q8_k_kernel(level),
+            kernels::q4_k_q8_k_kernel4(level),
+        ),
+        kernels::scalar::dot_q4_k_q8_k,
+    );
+    k_quant_group(
+        c,
+        "q5_k_matvec",
+        quantize_q5_k,
+        (
+            kernels::q5_k_q8_k_kernel(level),
+            kernels::q5_k_q8_k_kernel4(level),
+        ),
+        kernels::scalar::dot_q5_k_q8_k,
+    );
+    k_quant_group(
+        c,
+        "q6_k_matvec",
+        quantize_q6_k,
+        (
+            kernels::q6_k_q8_k_kernel(level),
+            kernels::q6_k_q8_k_kernel4(level),
+        ),
+        kernels::scalar::dot_q6_k_q8_k,
+    );
+}
+
 fn f32_matvec_vs_trueno(c: &mut Criterion) {
     let level = simd();
     let w = wave(ROWS * COLS, 3);
@@ -109,5 +198,5 @@ fn f32_matvec_vs_trueno(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, q4_1_matvec, f32_matvec_vs_trueno);
+criterion_group!(benches, q4_1_matvec, k_quant_matvec, f32_matvec_vs_trueno);
 criterion_main!(benches);

@@ -110,6 +110,42 @@ pub const CRITERION: &[CriterionJob] = &[
     },
     CriterionJob {
         bench: "kernels",
+        group: "q4_k_matvec",
+        table: "kernels-q4k-matvec",
+        title: "Q4_K matrix × vector, 576 × 1536, one thread",
+        what: "Kernel",
+        rate_unit: "GB/s of weights",
+        scale: 1e-9,
+        notes: &[
+            "Speedup is measured against the scalar reference in the same run. The AVX2 kernels give the scalar reference's result bit for bit (tested).",
+        ],
+    },
+    CriterionJob {
+        bench: "kernels",
+        group: "q5_k_matvec",
+        table: "kernels-q5k-matvec",
+        title: "Q5_K matrix × vector, 576 × 1536, one thread",
+        what: "Kernel",
+        rate_unit: "GB/s of weights",
+        scale: 1e-9,
+        notes: &[
+            "Speedup is measured against the scalar reference in the same run. The AVX2 kernels give the scalar reference's result bit for bit (tested).",
+        ],
+    },
+    CriterionJob {
+        bench: "kernels",
+        group: "q6_k_matvec",
+        table: "kernels-q6k-matvec",
+        title: "Q6_K matrix × vector, 576 × 1536, one thread",
+        what: "Kernel",
+        rate_unit: "GB/s of weights",
+        scale: 1e-9,
+        notes: &[
+            "Speedup is measured against the scalar reference in the same run. The AVX2 kernels give the scalar reference's result bit for bit (tested).",
+        ],
+    },
+    CriterionJob {
+        bench: "kernels",
         group: "f32_matvec",
         table: "kernels-f32-vs-trueno",
         title: "f32 matrix × vector, 1536 × 576, one thread: ours and trueno's",

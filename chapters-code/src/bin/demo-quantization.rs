@@ -365,7 +365,7 @@ fn main() -> Result<()> {
         ));
     }
     table.notes.push(format!(
-        "Decode: the median of {} greedy runs of {} tokens after the text's first 32 tokens. Source perplexity (the Q4_1 file as downloaded): {}, on the first {} chunks of 512 tokens of the reference text. No perplexity for NF4: GGUF cannot hold it. The K-quant matrices run on scalar kernels (no SIMD yet), Q5_0 on AVX2. K-quants need rows of whole 256-weight blocks; this model's rows of 576 are not, so those matrices fall back to Q5_0 (Q4_K, Q5_K) or Q8_0 (Q6_K), as llama-quantize does. {}",
+        "Decode: the median of {} greedy runs of {} tokens after the text's first 32 tokens. Source perplexity (the Q4_1 file as downloaded): {}, on the first {} chunks of 512 tokens of the reference text. No perplexity for NF4: GGUF cannot hold it. Every format runs on AVX2 kernels where the CPU has them. K-quants need rows of whole 256-weight blocks; this model's rows of 576 are not, so those matrices fall back to Q5_0 (Q4_K, Q5_K) or Q8_0 (Q6_K), as llama-quantize does. {}",
         cli.decode_runs,
         cli.decode_tokens,
         baseline_ppl.map_or("not measured".to_string(), |p| format!("{p:.3}")),

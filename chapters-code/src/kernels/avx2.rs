@@ -18,7 +18,7 @@ use std::arch::x86_64::*;
 /// block's whole dot product). Only for the loop tails; blocks use [`f16_pair`].
 #[inline]
 #[target_feature(enable = "f16c")]
-fn f16_to_f32(h: u16) -> f32 {
+pub(super) fn f16_to_f32(h: u16) -> f32 {
     _mm_cvtss_f32(f16_pair(h, 0))
 }
 
@@ -74,7 +74,7 @@ pub const PREFETCH_BYTES: usize = 2048;
 /// past the end of the matrix).
 #[inline]
 #[target_feature(enable = "sse")]
-fn prefetch_ahead(p: *const i8) {
+pub(super) fn prefetch_ahead(p: *const i8) {
     _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH_BYTES));
 }
 

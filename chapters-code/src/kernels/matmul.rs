@@ -7,9 +7,7 @@ use super::*;
 use crate::formats::gguf::cast_slice;
 use crate::formats::{GgmlType, TensorView};
 use crate::quant::blocks::as_blocks;
-use crate::quant::kquants::{
-    BlockQ8K, QK_K, dot_q4_k_q8_k, dot_q5_k_q8_k, dot_q6_k_q8_k, quantize_acts_q8_k,
-};
+use crate::quant::kquants::{BlockQ8K, QK_K, quantize_acts_q8_k};
 use crate::quant::quantize::{quantize_acts_q8_0, quantize_acts_q8_1};
 use crate::quant::{BlockQ8_0, BlockQ8_1, QK};
 
@@ -308,7 +306,6 @@ fn product_rows(w: &QMatrix, acts: &Acts, rows: std::ops::Range<usize>, out: Sha
             q5_0_q8_0_kernel(level),
             q5_0_q8_0_kernel4(level),
         ),
-        // Scalar reference kernels so far (no SIMD paths yet for the K-quants).
         (GgmlType::Q6_K, Acts::Q8K { blocks: a, cols }) => rows_by(
             blocks(w.data),
             a,
@@ -316,8 +313,8 @@ fn product_rows(w: &QMatrix, acts: &Acts, rows: std::ops::Range<usize>, out: Sha
             w.rows,
             rows,
             out,
-            dot_q6_k_q8_k,
-            |w, a| w.map(|row| dot_q6_k_q8_k(row, a)),
+            q6_k_q8_k_kernel(level),
+            q6_k_q8_k_kernel4(level),
         ),
         (GgmlType::Q5_K, Acts::Q8K { blocks: a, cols }) => rows_by(
             blocks(w.data),
@@ -326,8 +323,8 @@ fn product_rows(w: &QMatrix, acts: &Acts, rows: std::ops::Range<usize>, out: Sha
             w.rows,
             rows,
             out,
-            dot_q5_k_q8_k,
-            |w, a| w.map(|row| dot_q5_k_q8_k(row, a)),
+            q5_k_q8_k_kernel(level),
+            q5_k_q8_k_kernel4(level),
         ),
         (GgmlType::Q4_K, Acts::Q8K { blocks: a, cols }) => rows_by(
             blocks(w.data),
@@ -336,8 +333,8 @@ fn product_rows(w: &QMatrix, acts: &Acts, rows: std::ops::Range<usize>, out: Sha
             w.rows,
             rows,
             out,
-            dot_q4_k_q8_k,
-            |w, a| w.map(|row| dot_q4_k_q8_k(row, a)),
+            q4_k_q8_k_kernel(level),
+            q4_k_q8_k_kernel4(level),
         ),
         (ty, _) => {
             panic!("activations of the wrong format for a {ty} matrix: use QMatrix::act_format")
@@ -356,7 +353,7 @@ fn rows_by<W, A>(
     n_rows: usize,
     rows: std::ops::Range<usize>,
     out: SharedOut,
-    dot: fn(&[W], &[A]) -> f32,
+    dot: Dot<W, A>,
     dot4: Dot4<W, A>,
 ) {
     let n_tok = out.len / n_rows;

@@ -1,6 +1,7 @@
 //! Dot products and matrix multiplication over quantized weights: one scalar reference per
-//! format, SIMD paths chosen at run time (AVX2 on x86_64, NEON on aarch64), each tested
-//! against the reference; and a matmul that splits rows over a pool of parked threads.
+//! format, SIMD paths chosen at run time (AVX2 on x86_64, NEON on aarch64 for Q4_0, Q4_1,
+//! Q8_0 and f32), each tested against the reference; and a matmul that splits rows over a
+//! pool of parked threads.
 
 pub mod matmul;
 pub mod multiversion;
@@ -12,6 +13,9 @@ pub mod scalar;
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::missing_safety_doc)]
 pub mod avx2;
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::missing_safety_doc)]
+pub mod avx2_kquants;
 #[cfg(target_arch = "aarch64")]
 #[allow(clippy::missing_safety_doc)]
 pub mod neon;
@@ -20,6 +24,7 @@ pub mod neon;
 mod tests;
 
 use crate::hw::SimdLevel;
+use crate::quant::kquants::{BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K};
 use crate::quant::q5_0::BlockQ5_0;
 use crate::quant::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
 use std::sync::OnceLock;
@@ -81,15 +86,18 @@ dispatch!(
 /// the scalar reference).
 macro_rules! avx2_or_scalar {
     ($(#[$doc:meta])* $kernel:ident, $name:ident($wt:ty, $at:ty)) => {
+        avx2_or_scalar!($(#[$doc])* $kernel, avx2::$name($wt, $at));
+    };
+    ($(#[$doc:meta])* $kernel:ident, $module:ident::$name:ident($wt:ty, $at:ty)) => {
         $(#[$doc])*
         /// The function for `level`, chosen once; call it for every row.
-        pub fn $kernel(level: SimdLevel) -> fn(&[$wt], &[$at]) -> f32 {
+        pub fn $kernel(level: SimdLevel) -> Dot<$wt, $at> {
             match path(level) {
                 #[cfg(target_arch = "x86_64")]
                 SimdLevel::Avx2 if level.is_supported() => {
                     fn simd(w: &[$wt], a: &[$at]) -> f32 {
                         // SAFETY: handed out only after the AVX2/FMA/F16C check above.
-                        unsafe { avx2::$name(w, a) }
+                        unsafe { $module::$name(w, a) }
                     }
                     simd
                 }
@@ -122,11 +130,14 @@ avx2_or_scalar!(
     q5_0_q8_0_kernel, dot_q5_0_q8_0(BlockQ5_0, BlockQ8_0)
 );
 
+/// A dot product of one weight row with one activation row.
+pub type Dot<W, A> = fn(&[W], &[A]) -> f32;
+
 /// A dot product over four weight rows at once, against one activation row.
 pub type Dot4<W, A> = fn([&[W]; 4], &[A]) -> [f32; 4];
 
 macro_rules! four_rows {
-    ($(#[$doc:meta])* $kernel4:ident, $name:ident, $kernel:ident($wt:ty, $at:ty) $(, avx2: $simd4:ident)?) => {
+    ($(#[$doc:meta])* $kernel4:ident, $name:ident, $kernel:ident($wt:ty, $at:ty) $(, $module:ident::$simd4:ident)?) => {
         $(#[$doc])*
         /// Every row's result is exactly what the one-row kernel of `level` gives.
         pub fn $kernel4(level: SimdLevel) -> Dot4<$wt, $at> {
@@ -135,7 +146,7 @@ macro_rules! four_rows {
                 if path(level) == SimdLevel::Avx2 && level.is_supported() {
                     fn simd(w: [&[$wt]; 4], a: &[$at]) -> [f32; 4] {
                         // SAFETY: handed out only after the AVX2/FMA/F16C check above.
-                        unsafe { avx2::$simd4(w, a) }
+                        unsafe { $module::$simd4(w, a) }
                     }
                     return simd;
                 }
@@ -160,11 +171,11 @@ macro_rules! four_rows {
 
 four_rows!(
     /// Four Q4_1 rows · Q8_1 activations.
-    q4_1_q8_1_kernel4, dot_q4_1_q8_1, q4_1_q8_1_kernel(BlockQ4_1, BlockQ8_1), avx2: dot_q4_1_q8_1_x4
+    q4_1_q8_1_kernel4, dot_q4_1_q8_1, q4_1_q8_1_kernel(BlockQ4_1, BlockQ8_1), avx2::dot_q4_1_q8_1_x4
 );
 four_rows!(
     /// Four Q8_0 rows · Q8_0 activations.
-    q8_0_q8_0_kernel4, dot_q8_0_q8_0, q8_0_q8_0_kernel(BlockQ8_0, BlockQ8_0), avx2: dot_q8_0_q8_0_x4
+    q8_0_q8_0_kernel4, dot_q8_0_q8_0, q8_0_q8_0_kernel(BlockQ8_0, BlockQ8_0), avx2::dot_q8_0_q8_0_x4
 );
 four_rows!(
     /// Four Q4_0 rows · Q8_0 activations.
@@ -181,6 +192,34 @@ four_rows!(
 four_rows!(
     /// Four f16 rows · f32 activations.
     f16_f32_kernel4, dot_f16_f32, f16_f32_kernel(u16, f32)
+);
+
+avx2_or_scalar!(
+    /// Q4_K weights · Q8_K activations.
+    q4_k_q8_k_kernel, avx2_kquants::dot_q4_k_q8_k(BlockQ4K, BlockQ8K)
+);
+avx2_or_scalar!(
+    /// Q5_K weights · Q8_K activations.
+    q5_k_q8_k_kernel, avx2_kquants::dot_q5_k_q8_k(BlockQ5K, BlockQ8K)
+);
+avx2_or_scalar!(
+    /// Q6_K weights · Q8_K activations.
+    q6_k_q8_k_kernel, avx2_kquants::dot_q6_k_q8_k(BlockQ6K, BlockQ8K)
+);
+four_rows!(
+    /// Four Q4_K rows · Q8_K activations.
+    q4_k_q8_k_kernel4, dot_q4_k_q8_k, q4_k_q8_k_kernel(BlockQ4K, BlockQ8K),
+    avx2_kquants::dot_q4_k_q8_k_x4
+);
+four_rows!(
+    /// Four Q5_K rows · Q8_K activations.
+    q5_k_q8_k_kernel4, dot_q5_k_q8_k, q5_k_q8_k_kernel(BlockQ5K, BlockQ8K),
+    avx2_kquants::dot_q5_k_q8_k_x4
+);
+four_rows!(
+    /// Four Q6_K rows · Q8_K activations.
+    q6_k_q8_k_kernel4, dot_q6_k_q8_k, q6_k_q8_k_kernel(BlockQ6K, BlockQ8K),
+    avx2_kquants::dot_q6_k_q8_k_x4
 );
 
 avx2_or_scalar!(

@@ -5,6 +5,7 @@ use super::pool::ThreadPool;
 use super::*;
 use crate::formats::{GgmlType, Gguf, GgufWriter};
 use crate::quant::blocks::block_bytes;
+use crate::quant::kquants::BlockQ8K;
 use crate::quant::quantize::*;
 use crate::quant::{f16_to_f32, f32_to_f16};
 use crate::testutil::wave;
@@ -163,6 +164,102 @@ fn four_row_kernels_give_each_row_the_bits_of_the_one_row_kernel() {
     }
 }
 
+/// Bytes from a fixed-seed generator: every bit pattern of codes, scales and fifth bits
+/// shows up, including the extremes a quantizer rarely writes.
+fn noise(n: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..n)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect()
+}
+
+/// `n` blocks of random bytes, then `fix` (any bytes make a valid block, but a random f16
+/// scale may be NaN or huge).
+fn random_blocks<B: crate::formats::gguf::Pod>(
+    n: usize,
+    seed: u64,
+    fix: impl Fn(&mut B),
+) -> Vec<B> {
+    let bytes = noise(n * size_of::<B>(), seed);
+    let mut blocks: Vec<B> = bytes
+        .chunks_exact(size_of::<B>())
+        // SAFETY: `B` is Pod (every bit pattern is a value) and the chunk is its size.
+        .map(|c| unsafe { c.as_ptr().cast::<B>().read_unaligned() })
+        .collect();
+    blocks.iter_mut().for_each(fix);
+    blocks
+}
+
+/// A K-quant SIMD kernel against the scalar reference on one row of `blocks`, and its
+/// four-row kernel on the row split in four: the same bits every time.
+fn same_bits_as_scalar<B>(
+    format: &str,
+    blocks: &[B],
+    acts: &[BlockQ8K],
+    (one, four): (Dot<B, BlockQ8K>, Dot4<B, BlockQ8K>),
+    reference: Dot<B, BlockQ8K>,
+) {
+    let (simd, expected) = (one(blocks, acts), reference(blocks, acts));
+    assert_eq!(
+        simd.to_bits(),
+        expected.to_bits(),
+        "{format}: {simd} vs {expected}"
+    );
+    let k = blocks.len() / 4;
+    if k > 0 {
+        let rows = [0, 1, 2, 3].map(|r| &blocks[r * k..(r + 1) * k]);
+        for (got, row) in four(rows, &acts[..k]).into_iter().zip(rows) {
+            assert_eq!(
+                got.to_bits(),
+                reference(row, &acts[..k]).to_bits(),
+                "{format} x4"
+            );
+        }
+    }
+}
+
+#[test]
+fn k_quant_simd_matches_scalar_bit_for_bit() {
+    use crate::quant::kquants::{BlockQ4K, BlockQ5K, BlockQ6K, quantize_acts_q8_k};
+    let Some(level) = simd_level() else { return };
+    let (d, dmin) = (f32_to_f16(0.0123), f32_to_f16(0.0041));
+    for (i, n) in [1usize, 2, 8].into_iter().enumerate() {
+        let seed = i as u64;
+        let acts = quantize_acts_q8_k(&wave(256 * n, 40 + i as u32));
+        let q4: Vec<BlockQ4K> =
+            random_blocks(n, seed, |b: &mut BlockQ4K| (b.d, b.dmin) = (d, dmin));
+        let q5: Vec<BlockQ5K> =
+            random_blocks(n, seed + 10, |b: &mut BlockQ5K| (b.d, b.dmin) = (d, dmin));
+        let q6: Vec<BlockQ6K> = random_blocks(n, seed + 20, |b: &mut BlockQ6K| b.d = d);
+        same_bits_as_scalar(
+            "Q4_K",
+            &q4,
+            &acts,
+            (q4_k_q8_k_kernel(level), q4_k_q8_k_kernel4(level)),
+            scalar::dot_q4_k_q8_k,
+        );
+        same_bits_as_scalar(
+            "Q5_K",
+            &q5,
+            &acts,
+            (q5_k_q8_k_kernel(level), q5_k_q8_k_kernel4(level)),
+            scalar::dot_q5_k_q8_k,
+        );
+        same_bits_as_scalar(
+            "Q6_K",
+            &q6,
+            &acts,
+            (q6_k_q8_k_kernel(level), q6_k_q8_k_kernel4(level)),
+            scalar::dot_q6_k_q8_k,
+        );
+    }
+}
+
 #[test]
 fn axpy_f16_simd_matches_scalar() {
     let Some(level) = simd_level() else { return };
@@ -206,6 +303,9 @@ fn matrix_file(ty: GgmlType, rows: usize, cols: usize) -> Gguf {
         GgmlType::Q4_1 => block_bytes(&quantize_q4_1(&w)).to_vec(),
         GgmlType::Q4_0 => block_bytes(&quantize_q4_0(&w)).to_vec(),
         GgmlType::Q8_0 => block_bytes(&quantize_q8_0(&w)).to_vec(),
+        GgmlType::Q4_K => block_bytes(&crate::quant::kquants::quantize_q4_k(&w)).to_vec(),
+        GgmlType::Q5_K => block_bytes(&crate::quant::kquants::quantize_q5_k(&w)).to_vec(),
+        GgmlType::Q6_K => block_bytes(&crate::quant::kquants::quantize_q6_k(&w)).to_vec(),
         GgmlType::F16 => w
             .iter()
             .flat_map(|&x| f32_to_f16(x).to_le_bytes())
@@ -225,8 +325,12 @@ fn matmul_equals_row_dots_and_is_identical_on_any_thread_count() {
         GgmlType::Q8_0,
         GgmlType::F16,
         GgmlType::F32,
+        GgmlType::Q4_K,
+        GgmlType::Q5_K,
+        GgmlType::Q6_K,
     ] {
-        let (rows, cols, n_tok) = (100, 64, 3);
+        let k_quant = matches!(ty, GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K);
+        let (rows, cols, n_tok) = (100, if k_quant { 512 } else { 64 }, 3);
         let file = matrix_file(ty, rows, cols);
         let w = QMatrix::from_view(file.tensor("w").unwrap()).unwrap();
         let x = wave(n_tok * cols, 5);

@@ -407,3 +407,17 @@ fn all_zero_input_quantizes_to_zero_without_nans() {
         BlockQ8_0 { d: 0, qs: [0; 32] },
     );
 }
+
+#[test]
+fn all_scales_at_once_equal_one_by_one() {
+    use crate::quant::kquants::{unpack_all_scales, unpack_scales};
+    for seed in 0..2000u32 {
+        let q: [u8; 12] = std::array::from_fn(|i| {
+            (seed.wrapping_mul(2_654_435_761).rotate_left(i as u32 * 5) >> 3) as u8
+        });
+        let (sc, m) = unpack_all_scales(&q);
+        for j in 0..8 {
+            assert_eq!((sc[j], m[j]), unpack_scales(&q, j), "{q:?} sub-block {j}");
+        }
+    }
+}

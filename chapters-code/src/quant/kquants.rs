@@ -52,6 +52,7 @@ pub struct BlockQ6K {
 }
 
 /// 8-bit activations for K-quant dot products: f32 scale, and the sum of each 16 q's.
+/// The dot products rely on `bsums` being exactly those sums (as llama.cpp's do).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct BlockQ8K {
@@ -91,6 +92,27 @@ pub fn unpack_scales(q: &[u8; 12], j: usize) -> (u8, u8) {
     }
 }
 // ANCHOR_END: unpack_scales
+
+/// All 8 (scale, min) pairs at once, as [`unpack_scales`] gives them one by one: llama.cpp's
+/// word-wise unpacking (three 32-bit words in, four out), for the SIMD kernels.
+pub fn unpack_all_scales(q: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
+    const LOW6: u32 = 0x3f3f_3f3f;
+    const LOW4: u32 = 0x0f0f_0f0f;
+    const LOW2: u32 = 0x0303_0303;
+    let word = |i: usize| u32::from_le_bytes([q[4 * i], q[4 * i + 1], q[4 * i + 2], q[4 * i + 3]]);
+    let (w0, w1, w2) = (word(0), word(1), word(2));
+    let scales_lo = w0 & LOW6;
+    let scales_hi = (w2 & LOW4) | (((w0 >> 6) & LOW2) << 4);
+    let mins_lo = w1 & LOW6;
+    let mins_hi = ((w2 >> 4) & LOW4) | (((w1 >> 6) & LOW2) << 4);
+    let bytes = |lo: u32, hi: u32| {
+        let mut out = [0u8; 8];
+        out[..4].copy_from_slice(&lo.to_le_bytes());
+        out[4..].copy_from_slice(&hi.to_le_bytes());
+        out
+    };
+    (bytes(scales_lo, scales_hi), bytes(mins_lo, mins_hi))
+}
 
 /// The inverse of [`unpack_scales`] for 8 scales and 8 minimums below 64.
 pub fn pack_scales(sc: &[u8; 8], m: &[u8; 8]) -> [u8; 12] {
@@ -518,19 +540,21 @@ fn dot_scale_min(
 
 /// Q4_K · Q8_K, scalar reference.
 pub fn dot_q4_k_q8_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
-    w.iter()
-        .zip(a)
-        .map(|(b, a)| dot_scale_min(b.d, b.dmin, &b.scales, |sub| nibbles(&b.qs, sub), a))
-        .sum()
+    let mut sum = 0.0f32;
+    for (b, a) in w.iter().zip(a) {
+        sum += dot_scale_min(b.d, b.dmin, &b.scales, |sub| nibbles(&b.qs, sub), a);
+    }
+    sum
 }
 // ANCHOR_END: dot_q4_k
 
 /// Q5_K · Q8_K, scalar reference.
 pub fn dot_q5_k_q8_k(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
-    w.iter()
-        .zip(a)
-        .map(|(b, a)| dot_scale_min(b.d, b.dmin, &b.scales, |sub| q5k_codes(b, sub), a))
-        .sum()
+    let mut sum = 0.0f32;
+    for (b, a) in w.iter().zip(a) {
+        sum += dot_scale_min(b.d, b.dmin, &b.scales, |sub| q5k_codes(b, sub), a);
+    }
+    sum
 }
 
 /// Q6_K · Q8_K, scalar reference: the block's 256 codes unpacked once, then per sub-block
