@@ -2,7 +2,7 @@
 //! sample, check stop conditions, detokenize as a stream — timing every stage.
 
 use crate::kernels::pool::ThreadPool;
-use crate::model::{KvCache, Llama, Logits, ModelError};
+use crate::model::{KvCache, KvPrecision, Llama, Logits, ModelError};
 use crate::sampling::{Sampler, SamplingParams};
 use crate::tokenizer::{StreamDecoder, TokenId, Tokenizer};
 use serde::Serialize;
@@ -144,10 +144,22 @@ pub fn generate(
     tokenizer: &Tokenizer,
     pool: &ThreadPool,
     request: &Request,
+    on_text: impl FnMut(&str),
+) -> Result<Generation, ModelError> {
+    generate_with_cache(model, tokenizer, pool, request, KvPrecision::F16, on_text)
+}
+
+/// [`generate`] with the KV cache stored at `precision`.
+pub fn generate_with_cache(
+    model: &Llama,
+    tokenizer: &Tokenizer,
+    pool: &ThreadPool,
+    request: &Request,
+    precision: KvPrecision,
     mut on_text: impl FnMut(&str),
 ) -> Result<Generation, ModelError> {
     let limit = (request.prompt_ids.len() + request.max_tokens).min(model.config.context_length);
-    let mut cache = KvCache::with_limit(&model.config, limit);
+    let mut cache = KvCache::with_precision(&model.config, limit, precision)?;
     let mut sampler = Sampler::new(request.sampling.clone());
     let mut decoder = StreamDecoder::new();
     let mut stops = StopMatcher::new(&request.stop_strings);

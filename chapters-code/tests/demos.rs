@@ -166,6 +166,7 @@ fn every_demo_explains_its_flags() {
                 "--calibration-chunks",
                 "--decode-tokens",
                 "--decode-runs",
+                "--kv-caches",
             ][..],
         ),
         (

@@ -441,6 +441,31 @@ pub const CLAIMS: &[Claim] = &[
         },
     },
     Claim {
+        id: "QZ-4",
+        chapter: "Quantization",
+        statement: "An 8-bit (Q8_0) KV cache takes at most 55% of the f16 cache's memory and keeps the perplexity within 1% of it",
+        check: |root| {
+            let Some(t) = table(root, "quantization-kv-cache")? else {
+                return Ok(missing("quantization-kv-cache"));
+            };
+            let bytes = |p| t.table.lookup("cache", p, "per_token");
+            let (f16, q8) = (bytes("f16"), bytes("q8_0"));
+            let dppl = t.table.lookup("cache", "q8_0", "dppl");
+            Ok(match (f16, q8, dppl) {
+                (Some(f), Some(q), Some(d)) => {
+                    let share = 100.0 * q / f;
+                    let evidence = format!("{share:.0}% of the memory, ΔPPL {d:+.2}%");
+                    if share <= 55.0 && d.abs() <= 1.0 {
+                        Verdict::Holds(evidence)
+                    } else {
+                        Verdict::Falsified(evidence)
+                    }
+                }
+                _ => missing("quantization-kv-cache"),
+            })
+        },
+    },
+    Claim {
         id: "APR-1",
         chapter: "The APR format",
         statement: "The model loads from APR memory-mapped, every tensor indexed, in at most 100 ms",

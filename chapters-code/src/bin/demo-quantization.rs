@@ -2,11 +2,11 @@
 
 use anyhow::{Result, bail};
 use chapters_code::demo::{Column, DemoArgs, ModelArgs, Provenance, Report, Table, progress};
-use chapters_code::eval::{agreement, perplexity};
+use chapters_code::eval::{agreement, perplexity_with_cache};
 use chapters_code::formats::Gguf;
-use chapters_code::generate::{Request, generate};
+use chapters_code::generate::{Request, generate_with_cache};
 use chapters_code::kernels::pool::ThreadPool;
-use chapters_code::model::Llama;
+use chapters_code::model::{KvPrecision, Llama};
 use chapters_code::quant::awq;
 use chapters_code::quant::requantize::{Requantized, Target, requantize, requantize_rescaled};
 use chapters_code::sampling::SamplingParams;
@@ -64,6 +64,11 @@ struct Cli {
     /// Chunks of 512 tokens, from the end of the text, that calibrate AWQ.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..1000))]
     calibration_chunks: u64,
+
+    /// KV cache precisions to compare on the source model (f16, q8_0), comma-separated;
+    /// `none` skips that table.
+    #[arg(long, value_delimiter = ',', default_value = "f16,q8_0")]
+    kv_caches: Vec<String>,
 
     /// Write each requantized GGUF into this directory.
     #[arg(long)]
@@ -149,15 +154,26 @@ fn main() -> Result<()> {
     } else {
         vec![]
     };
-    let evaluate = |gguf: &Gguf| -> Result<Eval> {
+    let kv_precisions: Vec<KvPrecision> = cli
+        .kv_caches
+        .iter()
+        .filter(|f| !f.eq_ignore_ascii_case("none"))
+        .map(|f| {
+            KvPrecision::parse(f).ok_or_else(|| {
+                anyhow::anyhow!("--kv-caches: unknown precision `{f}`; known: f16, q8_0")
+            })
+        })
+        .collect::<Result<_>>()?;
+    let evaluate_with = |gguf: &Gguf, kv: KvPrecision| -> Result<Eval> {
         let model = Llama::load(gguf)?;
         let scored = if cli.chunks > 0 {
-            Some(perplexity(
+            Some(perplexity_with_cache(
                 &model,
                 &pool,
                 &text_tokens,
                 512,
                 Some(cli.chunks as usize),
+                kv,
                 |_, _, _| {},
             )?)
         } else {
@@ -172,13 +188,14 @@ fn main() -> Result<()> {
                 stop_strings: vec![],
             };
             // The median of a few runs: one short decode on a shared machine is noisy.
-            let mut speeds =
-                (0..cli.decode_runs)
-                    .map(|_| {
-                        Ok(generate(&model, &tokenizer, &pool, &request, |_| {})?
-                            .decode_tokens_per_s())
-                    })
-                    .collect::<Result<Vec<f64>>>()?;
+            let mut speeds = (0..cli.decode_runs)
+                .map(|_| {
+                    Ok(
+                        generate_with_cache(&model, &tokenizer, &pool, &request, kv, |_| {})?
+                            .decode_tokens_per_s(),
+                    )
+                })
+                .collect::<Result<Vec<f64>>>()?;
             speeds.sort_by(f64::total_cmp);
             Some(speeds[speeds.len() / 2])
         } else {
@@ -190,11 +207,36 @@ fn main() -> Result<()> {
             decode_tok_s,
         })
     };
+    let evaluate = |gguf: &Gguf| evaluate_with(gguf, KvPrecision::F16);
 
-    let bar = progress::steps((targets.len() + awq_targets.len()) as u64 + 1, "baseline");
+    let extra_caches: Vec<KvPrecision> = kv_precisions
+        .iter()
+        .copied()
+        .filter(|&p| p != KvPrecision::F16)
+        .collect();
+    let bar = progress::steps(
+        (targets.len() + awq_targets.len() + extra_caches.len()) as u64 + 1,
+        "baseline",
+    );
     let baseline = evaluate(&source)?;
     let baseline_ppl = baseline.ppl;
     bar.inc(1);
+    let mut cache_evals: Vec<(KvPrecision, Eval)> = Vec::new();
+    for &precision in &kv_precisions {
+        let eval = if precision == KvPrecision::F16 {
+            Eval {
+                ppl: baseline.ppl,
+                predictions: baseline.predictions.clone(),
+                decode_tok_s: baseline.decode_tok_s,
+            }
+        } else {
+            bar.set_message(format!("source model with a {precision} KV cache"));
+            let eval = evaluate_with(&source, precision)?;
+            bar.inc(1);
+            eval
+        };
+        cache_evals.push((precision, eval));
+    }
 
     // AWQ calibrates on the last chunks of the text; perplexity scores the first ones.
     let calibration = if awq_targets.is_empty() {
@@ -398,7 +440,9 @@ fn main() -> Result<()> {
                 })
             }).collect::<Vec<_>>(),
         }),
-        tables: vec![table],
+        tables: std::iter::once(Ok(table))
+            .chain((!cache_evals.is_empty()).then(|| kv_cache_table(&source, &cache_evals, &cli)))
+            .collect::<Result<Vec<_>>>()?,
         verified: cli.demo.verify.then_some(verified),
     };
     report.emit(cli.demo.output, |out| {
@@ -413,6 +457,59 @@ fn main() -> Result<()> {
         bail!("a requantized file did not read back as written");
     }
     Ok(())
+}
+
+/// The source model with its KV cache at each precision: memory, perplexity, agreement with
+/// the f16 cache, decode speed.
+fn kv_cache_table(source: &Gguf, evals: &[(KvPrecision, Eval)], cli: &Cli) -> Result<Table> {
+    let config = chapters_code::model::LlamaConfig::from_gguf(source)?;
+    // Keys and values, every layer.
+    let per_token = |p: KvPrecision| 2 * config.n_layers * p.row_bytes(config.kv_dim());
+    let f16 = evals.iter().find(|(p, _)| *p == KvPrecision::F16);
+    let mut table = Table::new(
+        "quantization-kv-cache",
+        "The KV cache at 16 and 8 bits (source model)",
+        vec![
+            Column::new("cache", "KV cache"),
+            Column::new("per_token", "Bytes per token"),
+            Column::new("full", "At the full context")
+                .unit("MiB")
+                .decimals(1),
+            Column::new("ppl", "Perplexity").decimals(3),
+            Column::new("dppl", "ΔPPL vs f16").unit("%").decimals(2),
+            Column::new("agreement", "Same next token as f16")
+                .unit("%")
+                .decimals(1),
+            Column::new("tok_s", "Decode").unit("tok/s").decimals(1),
+        ],
+    );
+    for (precision, eval) in evals {
+        let vs_f16 = f16.filter(|(p, _)| p != precision).map(|(_, e)| e);
+        table.push(vec![
+            json!(precision.name()),
+            json!(per_token(*precision)),
+            json!((per_token(*precision) * config.context_length) as f64 / (1 << 20) as f64),
+            eval.ppl.map_or(Value::Null, |p| json!(p)),
+            match (eval.ppl, vs_f16.and_then(|e| e.ppl)) {
+                (Some(p), Some(b)) => json!(100.0 * (p / b - 1.0)),
+                _ => Value::Null,
+            },
+            vs_f16
+                .filter(|e| !e.predictions.is_empty())
+                .map_or(Value::Null, |e| {
+                    json!(100.0 * agreement(&eval.predictions, &e.predictions))
+                }),
+            eval.decode_tok_s.map_or(Value::Null, |t| json!(t)),
+        ]);
+    }
+    table.notes.push(format!(
+        "The model's context is {} tokens; {} layers keep a key and a value row of {} numbers per token. Perplexity on the first {} chunks of 512 tokens; decode as in the table above. Q8_0: an f16 scale per 32 values, each row quantized as it is stored; the query is quantized to Q8_0 for the key products, the values are dequantized as they are added.",
+        config.context_length,
+        config.n_layers,
+        config.kv_dim(),
+        cli.chunks
+    ));
+    Ok(table)
 }
 
 /// The file parsed; every matrix in it has the expected type and exactly the bytes the

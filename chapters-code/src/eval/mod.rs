@@ -3,4 +3,4 @@
 
 pub mod perplexity;
 
-pub use perplexity::{PerplexityResult, agreement, perplexity};
+pub use perplexity::{PerplexityResult, agreement, perplexity, perplexity_with_cache};

@@ -4,7 +4,7 @@
 //! tokens of context); perplexity is exp(mean negative log-likelihood).
 
 use crate::kernels::pool::ThreadPool;
-use crate::model::{KvCache, Llama, Logits, ModelError};
+use crate::model::{KvCache, KvPrecision, Llama, Logits, ModelError};
 use crate::sampling::argmax;
 use crate::tokenizer::TokenId;
 use serde::Serialize;
@@ -37,7 +37,6 @@ pub fn nll(logits: &[f32], target: TokenId) -> f64 {
 }
 // ANCHOR_END: log_softmax
 
-// ANCHOR: perplexity
 /// Perplexity of `tokens` at context `ctx`, over at most `max_chunks` chunks (all if `None`).
 /// `on_chunk(done, total, running_ppl)` reports progress.
 pub fn perplexity(
@@ -46,6 +45,28 @@ pub fn perplexity(
     tokens: &[TokenId],
     ctx: usize,
     max_chunks: Option<usize>,
+    on_chunk: impl FnMut(usize, usize, f64),
+) -> Result<PerplexityResult, ModelError> {
+    perplexity_with_cache(
+        model,
+        pool,
+        tokens,
+        ctx,
+        max_chunks,
+        KvPrecision::F16,
+        on_chunk,
+    )
+}
+
+// ANCHOR: perplexity
+/// [`perplexity`] with the KV cache stored at `precision`.
+pub fn perplexity_with_cache(
+    model: &Llama,
+    pool: &ThreadPool,
+    tokens: &[TokenId],
+    ctx: usize,
+    max_chunks: Option<usize>,
+    precision: KvPrecision,
     mut on_chunk: impl FnMut(usize, usize, f64),
 ) -> Result<PerplexityResult, ModelError> {
     if ctx < 4 || ctx > model.config.context_length {
@@ -67,7 +88,7 @@ pub fn perplexity(
     let (mut sum, mut sum_sq, mut count) = (0.0f64, 0.0f64, 0usize);
     let mut running = Vec::with_capacity(chunks);
     let mut predictions = Vec::with_capacity(chunks * (ctx - 1 - first));
-    let mut cache = KvCache::with_limit(&model.config, ctx);
+    let mut cache = KvCache::with_precision(&model.config, ctx, precision)?;
     for chunk in 0..chunks {
         let ids = &tokens[chunk * ctx..(chunk + 1) * ctx];
         cache.clear();
@@ -101,7 +122,9 @@ pub fn perplexity(
         predictions,
     })
 }
+// ANCHOR_END: perplexity
 
+// ANCHOR: agreement
 /// Share of positions where two runs over the same tokens predict the same next token
 /// (0 when either is empty or their lengths differ: they did not score the same positions).
 pub fn agreement(a: &[TokenId], b: &[TokenId]) -> f64 {
@@ -110,7 +133,7 @@ pub fn agreement(a: &[TokenId], b: &[TokenId]) -> f64 {
     }
     a.iter().zip(b).filter(|(x, y)| x == y).count() as f64 / a.len() as f64
 }
-// ANCHOR_END: perplexity
+// ANCHOR_END: agreement
 
 #[cfg(test)]
 mod tests {

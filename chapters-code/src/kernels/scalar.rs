@@ -82,3 +82,14 @@ pub fn axpy_f16(a: f32, x: &[u16], y: &mut [f32]) {
         *y += a * f16_to_f32(h);
     }
 }
+
+/// y += a · x for Q8_0 x (the value side of attention over an 8-bit cache): each block
+/// dequantized as it is added.
+pub fn axpy_q8_0(a: f32, x: &[BlockQ8_0], y: &mut [f32]) {
+    for (b, y) in x.iter().zip(y.chunks_exact_mut(QK)) {
+        let ad = a * f16_to_f32(b.d);
+        for (y, &q) in y.iter_mut().zip(&b.qs) {
+            *y += ad * f32::from(q);
+        }
+    }
+}

@@ -406,3 +406,23 @@ fn unsupported_types_are_refused_with_the_tensor_name() {
         .unwrap();
     assert!(err.to_string().contains("blk.0.ffn_up.weight") && err.to_string().contains("Q3_K"));
 }
+
+#[test]
+fn axpy_q8_0_adds_the_dequantized_values() {
+    let x = quantize_acts_q8_0(&wave(64, 9));
+    let mut dequantized = vec![0.0; 64];
+    dequantize_q8_0(&x, &mut dequantized);
+    let mut y = wave(64, 10);
+    let expected: Vec<f32> = y
+        .iter()
+        .zip(&dequantized)
+        .map(|(y, x)| y + 0.3 * x)
+        .collect();
+    scalar::axpy_q8_0(0.3, &x, &mut y);
+    for (got, want) in y.iter().zip(&expected) {
+        assert!(
+            (got - want).abs() <= 1e-6 * want.abs().max(1.0),
+            "{got} vs {want}"
+        );
+    }
+}

@@ -3,12 +3,53 @@
 //! contiguous cache of one sequence and the paged cache of many both provide it.
 
 use crate::model::{KvCache, ModelError};
+use crate::quant::{BlockQ8_0, QK};
+
+/// Rows of keys or values, `kv_dim` values each, as a cache stores them.
+#[derive(Clone, Copy)]
+pub enum KvRows<'a> {
+    /// f16 bits, `kv_dim` per row.
+    F16(&'a [u16]),
+    /// Q8_0 blocks, `kv_dim / 32` per row.
+    Q8_0(&'a [BlockQ8_0]),
+}
+
+/// One head's slice of one row: `cols` of a row of `kv_dim` (for Q8_0, the range must start
+/// and end on multiples of 32).
+#[derive(Clone, Copy)]
+pub enum KvSlice<'a> {
+    F16(&'a [u16]),
+    Q8_0(&'a [BlockQ8_0]),
+}
+
+impl<'a> KvRows<'a> {
+    /// The f16 rows, if stored as f16.
+    pub fn as_f16(self) -> Option<&'a [u16]> {
+        match self {
+            KvRows::F16(v) => Some(v),
+            KvRows::Q8_0(_) => None,
+        }
+    }
+
+    /// Columns `cols` of row `row`.
+    pub fn slice(self, row: usize, kv_dim: usize, cols: std::ops::Range<usize>) -> KvSlice<'a> {
+        match self {
+            KvRows::F16(v) => KvSlice::F16(&v[row * kv_dim..(row + 1) * kv_dim][cols]),
+            KvRows::Q8_0(v) => {
+                let per_row = kv_dim / QK;
+                KvSlice::Q8_0(
+                    &v[row * per_row..(row + 1) * per_row][cols.start / QK..cols.end / QK],
+                )
+            }
+        }
+    }
+}
 
 /// Consecutive positions stored contiguously: `len` rows of keys and of values.
 #[derive(Clone, Copy)]
 pub struct KvChunk<'a> {
-    pub keys: &'a [u16],
-    pub values: &'a [u16],
+    pub keys: KvRows<'a>,
+    pub values: KvRows<'a>,
     pub len: usize,
 }
 
@@ -23,8 +64,8 @@ pub trait KvBatch: Sync {
     fn len(&self, s: usize) -> usize;
     /// Fails unless `n` more positions fit in sequence `s`.
     fn check_room(&self, s: usize, n: usize) -> Result<(), ModelError>;
-    /// Stores the keys and values (f32, rounded to f16) of sequence `s`'s new positions at
-    /// `layer`: `n × kv_dim` each.
+    /// Stores the keys and values (f32, rounded to the cache's precision) of sequence `s`'s
+    /// new positions at `layer`: `n × kv_dim` each.
     fn append(&mut self, s: usize, layer: usize, keys: &[f32], values: &[f32]);
     /// Counts the `n` new positions of sequence `s`, once every layer has appended them.
     fn commit(&mut self, s: usize, n: usize);

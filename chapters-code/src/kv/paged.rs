@@ -1,7 +1,7 @@
 //! Sequences over the block pool: block tables, reservation ahead of a step, prefix caching,
 //! copy-on-write, and the bookkeeping that makes "no block leaks" testable.
 
-use super::batch::{KvBatch, KvChunk};
+use super::batch::{KvBatch, KvChunk, KvRows};
 use super::pool::{BlockId, BlockPool};
 use crate::model::ModelError;
 use crate::tokenizer::TokenId;
@@ -370,7 +370,11 @@ impl KvBatch for PagedStep<'_> {
             }
             let len = (upto - covered).min(b);
             let (keys, values) = self.kv.pool.rows(block, layer, len);
-            out.push(KvChunk { keys, values, len });
+            out.push(KvChunk {
+                keys: KvRows::F16(keys),
+                values: KvRows::F16(values),
+                len,
+            });
             covered += len;
         }
         out

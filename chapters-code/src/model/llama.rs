@@ -11,8 +11,10 @@ use super::ops::{add_in_place, rmsnorm, rope, softmax, swiglu};
 use crate::formats::Gguf;
 use crate::kernels::matmul::{ActFormat, Acts, Matmul, QMatrix, matmul, matmul_many};
 use crate::kernels::pool::ThreadPool;
-use crate::kernels::{axpy_f16, dot_f16_f32, simd};
-use crate::kv::KvBatch;
+use crate::kernels::scalar::axpy_q8_0;
+use crate::kernels::{axpy_f16, dot_f16_f32, dot_q8_0_q8_0, simd};
+use crate::kv::{KvBatch, KvSlice};
+use crate::quant::quantize::quantize_acts_q8_0;
 use crate::quant::{f16_to_f32, f32_to_f16};
 use crate::tokenizer::TokenId;
 
@@ -380,7 +382,8 @@ impl ActsFor {
 /// `r` of the batch (a query at position `p` of its sequence) attends to positions `0..=p`
 /// of its own sequence, read from `kv` in chunks. One pool task per (sequence, query head).
 /// Like llama.cpp, the query and the attention weights are rounded to f16 before their
-/// products with the f16 cache.
+/// products with an f16 cache; with a Q8_0 cache the query is quantized to Q8_0 (an integer
+/// dot product, as llama.cpp does) and each value is dequantized as it is added.
 #[allow(clippy::too_many_arguments)]
 fn attention(
     pool: &ThreadPool,
@@ -412,12 +415,22 @@ fn attention(
                 .iter()
                 .map(|&x| f16_to_f32(f32_to_f16(x)))
                 .collect();
+            // The query as Q8_0, made on first use by a Q8_0 cache.
+            let mut q_8 = None;
             let mut visible = start + t + 1; // causal: positions 0..=start+t
             scores.clear();
             for chunk in &chunks {
                 for p in 0..chunk.len.min(visible) {
-                    let k = &chunk.keys[p * kv_dim..(p + 1) * kv_dim][head.clone()];
-                    scores.push(dot_f16_f32(level, k, &q_t) * scale);
+                    let score = match chunk.keys.slice(p, kv_dim, head.clone()) {
+                        KvSlice::F16(k) => dot_f16_f32(level, k, &q_t),
+                        KvSlice::Q8_0(k) => {
+                            let q_8 = q_8.get_or_insert_with(|| {
+                                quantize_acts_q8_0(&q[row * d + h * hd..row * d + (h + 1) * hd])
+                            });
+                            dot_q8_0_q8_0(level, k, q_8)
+                        }
+                    };
+                    scores.push(score * scale);
                 }
                 visible = visible.saturating_sub(chunk.len);
             }
@@ -429,8 +442,11 @@ fn attention(
                     let Some(&w) = weights.next() else {
                         break 'chunks;
                     };
-                    let v = &chunk.values[p * kv_dim..(p + 1) * kv_dim][head.clone()];
-                    axpy_f16(level, f16_to_f32(f32_to_f16(w)), v, &mut acc);
+                    let w = f16_to_f32(f32_to_f16(w));
+                    match chunk.values.slice(p, kv_dim, head.clone()) {
+                        KvSlice::F16(v) => axpy_f16(level, w, v, &mut acc),
+                        KvSlice::Q8_0(v) => axpy_q8_0(w, v, &mut acc),
+                    }
                 }
             }
             // SAFETY: task (s, h) writes only columns h·hd..(h+1)·hd of its sequence's rows.

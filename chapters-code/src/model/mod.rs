@@ -9,6 +9,6 @@ pub mod ops;
 #[cfg(test)]
 mod tests;
 
-pub use cache::KvCache;
+pub use cache::{KvCache, KvPrecision};
 pub use config::{LlamaConfig, ModelError};
 pub use llama::{Llama, Logits, SeqStep, Site};
