@@ -8,6 +8,7 @@ use chapters_code::kernels::{self, simd};
 use chapters_code::quant::kquants::{
     BlockQ8K, QK_K, quantize_acts_q8_k, quantize_q4_k, quantize_q5_k, quantize_q6_k,
 };
+use chapters_code::quant::nf4::{QK_NF4, quantize_nf4};
 use chapters_code::quant::quantize::{quantize_acts_q8_1, quantize_q4_1};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
@@ -170,6 +171,41 @@ fn k_quant_matvec(c: &mut Criterion) {
     );
 }
 
+/// NF4 × f32: the scalar reference and the AVX2 table-lookup kernel, on the Q4_1 group's shape.
+fn nf4_matvec(c: &mut Criterion) {
+    let level = simd();
+    let w = quantize_nf4(&wave(ROWS * COLS, 7));
+    let x = wave(COLS, 8);
+    let rows: Vec<&[_]> = w.chunks_exact(COLS / QK_NF4).collect();
+    let mut out = vec![0.0f32; ROWS];
+    let mut group = c.benchmark_group("nf4_matvec");
+    group
+        .sample_size(30)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(2))
+        .throughput(Throughput::Bytes(std::mem::size_of_val(w.as_slice()) as u64));
+    for (name, dot) in [
+        (
+            "scalar reference".to_string(),
+            kernels::scalar::dot_nf4_f32 as kernels::Dot<_, f32>,
+        ),
+        (
+            format!("{level}, table lookup in registers"),
+            kernels::nf4_f32_kernel(level),
+        ),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                for (o, row) in out.iter_mut().zip(&rows) {
+                    *o = dot(row, &x);
+                }
+                black_box(&out);
+            })
+        });
+    }
+    group.finish();
+}
+
 fn f32_matvec_vs_trueno(c: &mut Criterion) {
     let level = simd();
     let w = wave(ROWS * COLS, 3);
@@ -198,5 +234,11 @@ fn f32_matvec_vs_trueno(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, q4_1_matvec, k_quant_matvec, f32_matvec_vs_trueno);
+criterion_group!(
+    benches,
+    q4_1_matvec,
+    k_quant_matvec,
+    nf4_matvec,
+    f32_matvec_vs_trueno
+);
 criterion_main!(benches);

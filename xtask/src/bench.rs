@@ -146,6 +146,18 @@ pub const CRITERION: &[CriterionJob] = &[
     },
     CriterionJob {
         bench: "kernels",
+        group: "nf4_matvec",
+        table: "kernels-nf4-matvec",
+        title: "NF4 matrix × f32 vector, 1536 × 576, one thread",
+        what: "Kernel",
+        rate_unit: "GB/s of weights",
+        scale: 1e-9,
+        notes: &[
+            "Speedup is measured against the scalar reference in the same run. The AVX2 result is tested against the scalar reference (to rounding: the additions run in another order).",
+        ],
+    },
+    CriterionJob {
+        bench: "kernels",
         group: "f32_matvec",
         table: "kernels-f32-vs-trueno",
         title: "f32 matrix × vector, 1536 × 576, one thread: ours and trueno's",

@@ -16,6 +16,9 @@ pub mod avx2;
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::missing_safety_doc)]
 pub mod avx2_kquants;
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::missing_safety_doc)]
+pub mod avx2_nf4;
 #[cfg(target_arch = "aarch64")]
 #[allow(clippy::missing_safety_doc)]
 pub mod neon;
@@ -25,6 +28,7 @@ mod tests;
 
 use crate::hw::SimdLevel;
 use crate::quant::kquants::{BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K};
+use crate::quant::nf4::BlockNf4;
 use crate::quant::q5_0::BlockQ5_0;
 use crate::quant::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
 use std::sync::OnceLock;
@@ -194,6 +198,10 @@ four_rows!(
     f16_f32_kernel4, dot_f16_f32, f16_f32_kernel(u16, f32)
 );
 
+avx2_or_scalar!(
+    /// NF4 weights · f32 activations.
+    nf4_f32_kernel, avx2_nf4::dot_nf4_f32(BlockNf4, f32)
+);
 avx2_or_scalar!(
     /// Q4_K weights · Q8_K activations.
     q4_k_q8_k_kernel, avx2_kquants::dot_q4_k_q8_k(BlockQ4K, BlockQ8K)

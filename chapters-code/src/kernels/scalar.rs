@@ -2,6 +2,7 @@
 //! llama.cpp's `ggml_vec_dot_*` scalar code. Every SIMD path is tested against these.
 
 pub use crate::quant::kquants::{dot_q4_k_q8_k, dot_q5_k_q8_k, dot_q6_k_q8_k};
+pub use crate::quant::nf4::dot_nf4_f32;
 pub use crate::quant::q5_0::dot_q5_0_q8_0;
 use crate::quant::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1, QK, f16_to_f32};
 

@@ -85,6 +85,38 @@ fn q4_1_with_f32_activations_simd_matches_scalar_and_the_dequantized_dot() {
 }
 
 #[test]
+fn nf4_simd_matches_scalar() {
+    use crate::quant::nf4::quantize_nf4;
+    let Some(level) = simd_level() else { return };
+    for (i, n) in [64usize, 128, 576, 1536].into_iter().enumerate() {
+        let (w, x) = (wave(n, 70 + i as u32), wave(n, 80 + i as u32));
+        let wq = quantize_nf4(&w);
+        close(
+            nf4_f32_kernel(level)(&wq, &x),
+            scalar::dot_nf4_f32(&wq, &x),
+            magnitude(&w, &x),
+        );
+    }
+    // Every code in every position: bytes 0..=255 across the block.
+    let block = crate::quant::nf4::BlockNf4 {
+        absmax: f32_to_f16(1.5),
+        qs: std::array::from_fn(|i| (i * 8 + 3) as u8),
+    };
+    let all: Vec<_> = (0..8)
+        .map(|k| crate::quant::nf4::BlockNf4 {
+            qs: block.qs.map(|q| q.wrapping_add(k)),
+            ..block
+        })
+        .collect();
+    let x = wave(64 * all.len(), 90);
+    close(
+        nf4_f32_kernel(level)(&all, &x),
+        scalar::dot_nf4_f32(&all, &x),
+        1.5 * x.iter().map(|v| v.abs()).sum::<f32>(),
+    );
+}
+
+#[test]
 fn q4_0_simd_matches_scalar() {
     let Some(level) = simd_level() else { return };
     for (i, &n) in LENGTHS.iter().enumerate() {
