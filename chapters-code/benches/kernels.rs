@@ -70,9 +70,31 @@ fn q4_1_matvec(c: &mut Criterion) {
             })
         },
     );
+    // The four-row kernel before its scales were converted together (x86_64 with AVX2 only).
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2")
+        && std::is_x86_feature_detected!("fma")
+        && std::is_x86_feature_detected!("f16c")
+    {
+        group.bench_function(
+            format!("{level}, 8-bit activations, four rows at a time + prefetch"),
+            |b| {
+                b.iter(|| {
+                    for (o, r) in out.chunks_exact_mut(4).zip(rows.chunks_exact(4)) {
+                        // SAFETY: AVX2, FMA and F16C were detected above.
+                        let four = unsafe {
+                            kernels::avx2::dot_q4_1_q8_1_x4([r[0], r[1], r[2], r[3]], &a)
+                        };
+                        o.copy_from_slice(&four);
+                    }
+                    black_box(&out);
+                })
+            },
+        );
+    }
     let four = kernels::q4_1_q8_1_kernel4(level);
     group.bench_function(
-        format!("{level}, 8-bit activations, four rows at a time + prefetch"),
+        format!("{level}, 8-bit activations, four rows + prefetch + scales converted together"),
         |b| {
             b.iter(|| {
                 for (o, r) in out.chunks_exact_mut(4).zip(rows.chunks_exact(4)) {

@@ -175,7 +175,7 @@ macro_rules! four_rows {
 
 four_rows!(
     /// Four Q4_1 rows · Q8_1 activations.
-    q4_1_q8_1_kernel4, dot_q4_1_q8_1, q4_1_q8_1_kernel(BlockQ4_1, BlockQ8_1), avx2::dot_q4_1_q8_1_x4
+    q4_1_q8_1_kernel4, dot_q4_1_q8_1, q4_1_q8_1_kernel(BlockQ4_1, BlockQ8_1), avx2::dot_q4_1_q8_1_x4_scales
 );
 four_rows!(
     /// Four Q8_0 rows · Q8_0 activations.

@@ -183,6 +183,16 @@ fn four_row_kernels_give_each_row_the_bits_of_the_one_row_kernel() {
                 "{level:?}"
             );
         }
+        // The four-row kernel before its scales were converted together (kept for the bench).
+        #[cfg(target_arch = "x86_64")]
+        if level != SimdLevel::Scalar && level.is_supported() {
+            // SAFETY: `is_supported` checked AVX2, FMA and F16C.
+            let four =
+                unsafe { avx2::dot_q4_1_q8_1_x4([&q41[0], &q41[1], &q41[2], &q41[3]], &aq1) };
+            for (row, got) in q41.iter().zip(four) {
+                assert_eq!(got.to_bits(), dot_q4_1_q8_1(level, row, &aq1).to_bits());
+            }
+        }
         let q80: Vec<_> = rows.iter().map(|r| quantize_q8_0(r)).collect();
         let aq0 = quantize_acts_q8_0(&a);
         let four = q8_0_q8_0_kernel4(level)([&q80[0], &q80[1], &q80[2], &q80[3]], &aq0);

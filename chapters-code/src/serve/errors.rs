@@ -133,7 +133,18 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, axum::Json(self.body())).into_response()
+        let too_large = self.status == StatusCode::PAYLOAD_TOO_LARGE;
+        let mut response = (self.status, axum::Json(self.body())).into_response();
+        if too_large {
+            // The rest of the body is never read, so the server closes the connection after
+            // this answer: say so, or a client that pools connections sends its next request
+            // down one that is closing.
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+        }
+        response
     }
 }
 
