@@ -160,37 +160,14 @@ fn k_quant_group<B>(
 }
 
 fn k_quant_matvec(c: &mut Criterion) {
+    use kernels::*;
     let level = simd();
-    k_quant_group(
-        c,
-        "q4_k_matvec",
-        quantize_q4_k,
-        (
-            kernels::q4_k_q8_k_kernel(level),
-            kernels::q4_k_q8_k_kernel4(level),
-        ),
-        kernels::scalar::dot_q4_k_q8_k,
-    );
-    k_quant_group(
-        c,
-        "q5_k_matvec",
-        quantize_q5_k,
-        (
-            kernels::q5_k_q8_k_kernel(level),
-            kernels::q5_k_q8_k_kernel4(level),
-        ),
-        kernels::scalar::dot_q5_k_q8_k,
-    );
-    k_quant_group(
-        c,
-        "q6_k_matvec",
-        quantize_q6_k,
-        (
-            kernels::q6_k_q8_k_kernel(level),
-            kernels::q6_k_q8_k_kernel4(level),
-        ),
-        kernels::scalar::dot_q6_k_q8_k,
-    );
+    let q4 = (q4_k_q8_k_kernel(level), q4_k_q8_k_kernel4(level));
+    k_quant_group(c, "q4_k_matvec", quantize_q4_k, q4, scalar::dot_q4_k_q8_k);
+    let q5 = (q5_k_q8_k_kernel(level), q5_k_q8_k_kernel4(level));
+    k_quant_group(c, "q5_k_matvec", quantize_q5_k, q5, scalar::dot_q5_k_q8_k);
+    let q6 = (q6_k_q8_k_kernel(level), q6_k_q8_k_kernel4(level));
+    k_quant_group(c, "q6_k_matvec", quantize_q6_k, q6, scalar::dot_q6_k_q8_k);
 }
 
 /// NF4 × f32: the scalar reference and the AVX2 table-lookup kernel, on the Q4_1 group's shape.
