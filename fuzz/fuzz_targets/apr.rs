@@ -5,7 +5,8 @@
 //! - Any byte string that parses as GGUF either exports to APR, loading back with the same
 //!   tensors byte for byte, or is refused by the exporter with an error.
 //!
-//! Seed it with the GGUF target's corpus: `cargo +nightly fuzz run apr corpus/gguf`.
+//! Seed it with the GGUF target's corpus: `cargo +nightly fuzz run apr corpus/apr corpus/gguf`
+//! (new inputs go to the first folder).
 #![no_main]
 
 use chapters_code::formats::{Gguf, apr};

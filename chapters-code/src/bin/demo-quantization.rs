@@ -93,6 +93,23 @@ struct Eval {
     decode_tok_s: Option<f64>,
 }
 
+impl Eval {
+    /// ΔPPL (%) and greedy agreement (%) against `reference`: null where either side did not
+    /// measure it.
+    fn versus(&self, reference: &Eval) -> (Value, Value) {
+        let dppl = match (self.ppl, reference.ppl) {
+            (Some(p), Some(b)) => json!(100.0 * (p / b - 1.0)),
+            _ => Value::Null,
+        };
+        let agrees = if self.predictions.is_empty() || reference.predictions.is_empty() {
+            Value::Null
+        } else {
+            json!(100.0 * agreement(&self.predictions, &reference.predictions))
+        };
+        (dppl, agrees)
+    }
+}
+
 /// Bits per weight of the file's 2-D matrices as they are stored.
 fn source_bits_per_weight(g: &Gguf) -> f64 {
     let (bytes, weights) = g
@@ -369,10 +386,9 @@ fn main() -> Result<()> {
     } in &rows
     {
         let ppl = eval.as_ref().and_then(|e| e.ppl);
-        let dppl = match (ppl, baseline_ppl) {
-            (Some(p), Some(b)) => json!(100.0 * (p / b - 1.0)),
-            _ => Value::Null,
-        };
+        let (dppl, agrees) = eval
+            .as_ref()
+            .map_or((Value::Null, Value::Null), |e| e.versus(&baseline));
         table.push(vec![
             json!(label),
             json!(r.bits_per_weight),
@@ -383,11 +399,7 @@ fn main() -> Result<()> {
             json!(100.0 * r.relative_error),
             ppl.map_or(Value::Null, |p| json!(p)),
             dppl,
-            eval.as_ref()
-                .filter(|e| !e.predictions.is_empty())
-                .map_or(Value::Null, |e| {
-                    json!(100.0 * agreement(&e.predictions, &baseline.predictions))
-                }),
+            agrees,
             eval.as_ref()
                 .and_then(|e| e.decode_tok_s)
                 .map_or(Value::Null, |t| json!(t)),
@@ -484,21 +496,16 @@ fn kv_cache_table(source: &Gguf, evals: &[(KvPrecision, Eval)], cli: &Cli) -> Re
         ],
     );
     for (precision, eval) in evals {
-        let vs_f16 = f16.filter(|(p, _)| p != precision).map(|(_, e)| e);
+        let (dppl, agrees) = f16
+            .filter(|(p, _)| p != precision)
+            .map_or((Value::Null, Value::Null), |(_, e)| eval.versus(e));
         table.push(vec![
             json!(precision.name()),
             json!(per_token(*precision)),
             json!((per_token(*precision) * config.context_length) as f64 / (1 << 20) as f64),
             eval.ppl.map_or(Value::Null, |p| json!(p)),
-            match (eval.ppl, vs_f16.and_then(|e| e.ppl)) {
-                (Some(p), Some(b)) => json!(100.0 * (p / b - 1.0)),
-                _ => Value::Null,
-            },
-            vs_f16
-                .filter(|e| !e.predictions.is_empty())
-                .map_or(Value::Null, |e| {
-                    json!(100.0 * agreement(&eval.predictions, &e.predictions))
-                }),
+            dppl,
+            agrees,
             eval.decode_tok_s.map_or(Value::Null, |t| json!(t)),
         ]);
     }

@@ -14,14 +14,6 @@ pub enum KvRows<'a> {
     Q8_0(&'a [BlockQ8_0]),
 }
 
-/// One head's slice of one row: `cols` of a row of `kv_dim` (for Q8_0, the range must start
-/// and end on multiples of 32).
-#[derive(Clone, Copy)]
-pub enum KvSlice<'a> {
-    F16(&'a [u16]),
-    Q8_0(&'a [BlockQ8_0]),
-}
-
 impl<'a> KvRows<'a> {
     /// The f16 rows, if stored as f16.
     pub fn as_f16(self) -> Option<&'a [u16]> {
@@ -31,15 +23,14 @@ impl<'a> KvRows<'a> {
         }
     }
 
-    /// Columns `cols` of row `row`.
-    pub fn slice(self, row: usize, kv_dim: usize, cols: std::ops::Range<usize>) -> KvSlice<'a> {
+    /// Columns `cols` of row `row`, e.g. one head's part of it (for Q8_0, `cols` must start
+    /// and end on multiples of 32).
+    pub fn slice(self, row: usize, kv_dim: usize, cols: std::ops::Range<usize>) -> KvRows<'a> {
         match self {
-            KvRows::F16(v) => KvSlice::F16(&v[row * kv_dim..(row + 1) * kv_dim][cols]),
+            KvRows::F16(v) => KvRows::F16(&v[row * kv_dim..(row + 1) * kv_dim][cols]),
             KvRows::Q8_0(v) => {
                 let per_row = kv_dim / QK;
-                KvSlice::Q8_0(
-                    &v[row * per_row..(row + 1) * per_row][cols.start / QK..cols.end / QK],
-                )
+                KvRows::Q8_0(&v[row * per_row..(row + 1) * per_row][cols.start / QK..cols.end / QK])
             }
         }
     }

@@ -11,7 +11,7 @@ pub mod pool;
 #[cfg(test)]
 mod tests;
 
-pub use batch::{KvBatch, KvChunk, KvRows, KvSlice};
+pub use batch::{KvBatch, KvChunk, KvRows};
 pub use paged::{PagedKv, PagedStep, SeqId};
 pub use pool::{BlockId, BlockPool};
 

@@ -13,7 +13,7 @@ use crate::kernels::matmul::{ActFormat, Acts, Matmul, QMatrix, matmul, matmul_ma
 use crate::kernels::pool::ThreadPool;
 use crate::kernels::scalar::axpy_q8_0;
 use crate::kernels::{axpy_f16, dot_f16_f32, dot_q8_0_q8_0, simd};
-use crate::kv::{KvBatch, KvSlice};
+use crate::kv::{KvBatch, KvRows};
 use crate::quant::quantize::quantize_acts_q8_0;
 use crate::quant::{f16_to_f32, f32_to_f16};
 use crate::tokenizer::TokenId;
@@ -422,8 +422,8 @@ fn attention(
             for chunk in &chunks {
                 for p in 0..chunk.len.min(visible) {
                     let score = match chunk.keys.slice(p, kv_dim, head.clone()) {
-                        KvSlice::F16(k) => dot_f16_f32(level, k, &q_t),
-                        KvSlice::Q8_0(k) => {
+                        KvRows::F16(k) => dot_f16_f32(level, k, &q_t),
+                        KvRows::Q8_0(k) => {
                             let q_8 = q_8.get_or_insert_with(|| {
                                 quantize_acts_q8_0(&q[row * d + h * hd..row * d + (h + 1) * hd])
                             });
@@ -444,8 +444,8 @@ fn attention(
                     };
                     let w = f16_to_f32(f32_to_f16(w));
                     match chunk.values.slice(p, kv_dim, head.clone()) {
-                        KvSlice::F16(v) => axpy_f16(level, w, v, &mut acc),
-                        KvSlice::Q8_0(v) => axpy_q8_0(w, v, &mut acc),
+                        KvRows::F16(v) => axpy_f16(level, w, v, &mut acc),
+                        KvRows::Q8_0(v) => axpy_q8_0(w, v, &mut acc),
                     }
                 }
             }
