@@ -9,7 +9,7 @@ use chapters_code::demo::{
 use chapters_code::generate::{Request, default_stop_tokens, generate};
 use chapters_code::hw::memory::ProcessMemory;
 use chapters_code::hw::roofline;
-use chapters_code::kernels::pool::ThreadPool;
+use chapters_code::kernels::pool::{DEFAULT_SPIN, ThreadPool};
 use chapters_code::model::{KvCache, Llama, Logits};
 use chapters_code::reference;
 use chapters_code::sampling::{SamplingParams, argmax};
@@ -390,12 +390,27 @@ fn benchmark(
     } else {
         vec![1]
     };
+    // With several threads, the pool is measured twice: threads that sleep as soon as a job is
+    // done, and threads that watch for the next job for a moment first (the default).
+    let pools: Vec<(usize, Duration)> = counts
+        .iter()
+        .flat_map(|&n| {
+            if n > 1 {
+                vec![(n, Duration::ZERO), (n, DEFAULT_SPIN)]
+            } else {
+                vec![(n, DEFAULT_SPIN)]
+            }
+        })
+        .collect();
     let bytes_per_token = model.bytes_per_token();
     let mut speed = Table::new(
         "engine-speed",
         "Prefill and decode speed, next to the decode bound of this machine",
         vec![
             Column::new("threads", "Threads"),
+            Column::new("spin_us", "Spin before sleeping")
+                .unit("µs")
+                .decimals(0),
             Column::new("prefill", "Prefill, 128-token prompt")
                 .unit("tokens/s")
                 .decimals(1),
@@ -408,46 +423,56 @@ fn benchmark(
             Column::new("share", "Share of bound").unit("%").decimals(0),
         ],
     );
-    let bar = progress::steps((counts.len() * (REPEATS + 1)) as u64, "benchmark");
+    let bar = progress::steps((pools.len() * REPEATS + counts.len()) as u64, "benchmark");
     // The engine first, on every thread count; the bandwidth probes after, so that their large
-    // arrays do not count in the engine's peak memory.
-    let mut speeds = Vec::new();
-    for &n in &counts {
-        let pool = ThreadPool::new(n);
-        let (mut best_prefill, mut best_decode) = (0.0f64, 0.0f64);
-        for _ in 0..REPEATS {
+    // arrays do not count in the engine's peak memory. The pools take turns, run after run, so
+    // that a slow minute of a shared machine does not favour one of them.
+    let pool_of: Vec<ThreadPool> = pools
+        .iter()
+        .map(|&(n, spin)| ThreadPool::with_spin(n, spin))
+        .collect();
+    let mut best = vec![(0.0f64, 0.0f64); pools.len()];
+    for _ in 0..REPEATS {
+        for (pool, (best_prefill, best_decode)) in pool_of.iter().zip(&mut best) {
             let mut cache = KvCache::with_limit(&model.config, PROMPT_TOKENS + DECODE_TOKENS + 1);
             let t = Instant::now();
-            let mut logits = model.forward(&pool, &mut cache, &prompt, Logits::Last)?;
-            best_prefill = best_prefill.max(prompt.len() as f64 / t.elapsed().as_secs_f64());
+            let mut logits = model.forward(pool, &mut cache, &prompt, Logits::Last)?;
+            *best_prefill = best_prefill.max(prompt.len() as f64 / t.elapsed().as_secs_f64());
             let t = Instant::now();
             for _ in 0..DECODE_TOKENS {
                 let next = argmax(&logits);
-                logits = model.forward(&pool, &mut cache, &[next], Logits::Last)?;
+                logits = model.forward(pool, &mut cache, &[next], Logits::Last)?;
             }
-            best_decode = best_decode.max(DECODE_TOKENS as f64 / t.elapsed().as_secs_f64());
+            *best_decode = best_decode.max(DECODE_TOKENS as f64 / t.elapsed().as_secs_f64());
             bar.inc(1);
         }
-        speeds.push((n, best_prefill, best_decode));
     }
+    drop(pool_of);
     let memory = ProcessMemory::read();
     let llc = chapters_code::hw::CpuInfo::detect().last_level_cache_bytes;
-    for (n, prefill, decode) in speeds {
+    for &n in &counts {
         let bandwidth =
             roofline::triad_bandwidth(roofline::triad_elems_for_cache(llc, 1 << 30), n, 5);
         bar.inc(1);
         let bound = roofline::decode_bound_tokens_per_s(bandwidth.rate, bytes_per_token);
-        speed.push(vec![
-            json!(n),
-            json!(prefill),
-            json!(decode),
-            json!(bound),
-            json!(100.0 * decode / bound),
-        ]);
+        for (&(_, spin), &(prefill, decode)) in
+            pools.iter().zip(&best).filter(|((m, _), _)| *m == n)
+        {
+            // One thread never waits for another: no spin to report.
+            let spin_us = (n > 1).then_some(spin.as_secs_f64() * 1e6);
+            speed.push(vec![
+                json!(n),
+                json!(spin_us),
+                json!(prefill),
+                json!(decode),
+                json!(bound),
+                json!(100.0 * decode / bound),
+            ]);
+        }
     }
     bar.finish_and_clear();
     speed.notes.push(format!(
-        "Best of {REPEATS} runs. Decode bound: triad bandwidth measured in the same run on the same thread count, divided by the {:.1} MB of weights read per token. SIMD path: {}.",
+        "Best of {REPEATS} runs, the configurations taking turns. Decode bound: triad bandwidth measured in the same run on the same thread count, divided by the {:.1} MB of weights read per token. SIMD path: {}.",
         bytes_per_token as f64 / 1e6,
         chapters_code::kernels::simd()
     ));

@@ -92,6 +92,10 @@ pub fn llama_cpp(root: &Path) -> Result<PathBuf> {
             .context("the demo reported no engine-speed table")?;
         for row in &speed.rows {
             let get = |key: &str| row.get(key).and_then(Value::as_f64);
+            // The engine as it runs by default: not the row of threads that sleep at once.
+            if get("spin_us") == Some(0.0) {
+                continue;
+            }
             if let (Some(t), Some(p), Some(d)) = (get("threads"), get("prefill"), get("decode")) {
                 keep_best(&mut ours, t as i64, p, d);
             }
