@@ -299,6 +299,37 @@ pub const CLAIMS: &[Claim] = &[
         },
     },
     Claim {
+        id: "TGI-8",
+        chapter: "From prompt to tokens",
+        statement: "Beside a second decoder on the same cores, the spinning pool keeps at least 90% of a sleeping pool's speed",
+        check: |root| {
+            let Some(t) = table(root, "engine-contention")? else {
+                return Ok(Verdict::NotMeasured(
+                    "needs a machine with more than one core".into(),
+                ));
+            };
+            let total = |spinning: bool| {
+                t.table.rows.iter().find_map(|r| {
+                    let spin = r.get("spin_us")?.as_f64()?;
+                    ((spin > 0.0) == spinning).then(|| r.get("total")?.as_f64())?
+                })
+            };
+            Ok(match (total(false), total(true)) {
+                (Some(slept), Some(spun)) => {
+                    let evidence = format!(
+                        "both decoders together: {spun:.1} spinning, {slept:.1} sleeping at once (tokens per second)"
+                    );
+                    if spun >= 0.9 * slept {
+                        Verdict::Holds(evidence)
+                    } else {
+                        Verdict::Falsified(evidence)
+                    }
+                }
+                _ => missing("engine-contention"),
+            })
+        },
+    },
+    Claim {
         id: "KV-1",
         chapter: "The KV cache",
         statement: "Paged blocks keep at least 90% of the reserved KV memory holding real tokens",

@@ -364,6 +364,102 @@ fn verify(model: &Llama, tokenizer: &Tokenizer, pool: &ThreadPool) -> (bool, ser
     )
 }
 
+/// Prefills `prompt` into a fresh cache, then decodes `decode_tokens` greedily; returns
+/// (prefill, decode) in tokens per second.
+fn prefill_and_decode(
+    model: &Llama,
+    pool: &ThreadPool,
+    prompt: &[u32],
+    decode_tokens: usize,
+) -> Result<(f64, f64)> {
+    let mut cache = KvCache::with_limit(&model.config, prompt.len() + decode_tokens + 1);
+    let t = Instant::now();
+    let mut logits = model.forward(pool, &mut cache, prompt, Logits::Last)?;
+    let prefill = prompt.len() as f64 / t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    for _ in 0..decode_tokens {
+        let next = argmax(&logits);
+        logits = model.forward(pool, &mut cache, &[next], Logits::Last)?;
+    }
+    Ok((prefill, decode_tokens as f64 / t.elapsed().as_secs_f64()))
+}
+
+/// Rounds of the two-decoder measurement.
+const CONTENTION_ROUNDS: usize = 3;
+
+/// Two decoders at once, each with its own pool of `threads`, so that twice as many threads as
+/// cores want to run: what a spinning pool does to a machine it shares, measured for a pool
+/// that sleeps at once and for the default one.
+fn contention_table(
+    model: &Llama,
+    prompt: &[u32],
+    threads: usize,
+    decode_tokens: usize,
+    bar: &indicatif::ProgressBar,
+) -> Result<Table> {
+    const ROUNDS: usize = CONTENTION_ROUNDS;
+    const DECODERS: usize = 2;
+    let spins = [Duration::ZERO, DEFAULT_SPIN];
+    // Best total (both decoders) per spin, and each decoder's speed in that round.
+    let mut best = [(0.0f64, [0.0f64; DECODERS]); 2];
+    for _ in 0..ROUNDS {
+        for (spin, best) in spins.iter().zip(&mut best) {
+            let speeds: Vec<f64> = std::thread::scope(|scope| {
+                let runs: Vec<_> = (0..DECODERS)
+                    .map(|_| {
+                        scope.spawn(|| {
+                            let pool = ThreadPool::with_spin(threads, *spin);
+                            prefill_and_decode(model, &pool, prompt, decode_tokens)
+                        })
+                    })
+                    .collect();
+                runs.into_iter()
+                    .map(|r| match r.join() {
+                        Ok(speed) => speed.map(|(_, decode)| decode),
+                        Err(_) => bail!("a decoder thread panicked"),
+                    })
+                    .collect::<Result<Vec<f64>>>()
+            })?;
+            bar.inc(1);
+            let total: f64 = speeds.iter().sum();
+            if total > best.0 {
+                *best = (total, [speeds[0], speeds[1]]);
+            }
+        }
+    }
+    let mut table = Table::new(
+        "engine-contention",
+        "Two decoders sharing the machine, each with its own thread pool",
+        vec![
+            Column::new("threads", "Threads per decoder"),
+            Column::new("spin_us", "Spin before sleeping")
+                .unit("µs")
+                .decimals(0),
+            Column::new("first", "Decoder 1")
+                .unit("tokens/s")
+                .decimals(1),
+            Column::new("second", "Decoder 2")
+                .unit("tokens/s")
+                .decimals(1),
+            Column::new("total", "Both").unit("tokens/s").decimals(1),
+        ],
+    );
+    for (spin, (total, each)) in spins.iter().zip(best) {
+        table.push(vec![
+            json!(threads),
+            json!(spin.as_secs_f64() * 1e6),
+            json!(each[0]),
+            json!(each[1]),
+            json!(total),
+        ]);
+    }
+    table.notes.push(format!(
+        "Best of {ROUNDS} rounds (by the total), the pools taking turns. Each decoder prefills the same {}-token prompt and decodes {decode_tokens} tokens, at the same time as the other.",
+        prompt.len()
+    ));
+    Ok(table)
+}
+
 /// Prefill and decode speed at 1 thread and at `threads`, next to the decode bound measured
 /// in the same run.
 fn benchmark(
@@ -423,7 +519,15 @@ fn benchmark(
             Column::new("share", "Share of bound").unit("%").decimals(0),
         ],
     );
-    let bar = progress::steps((pools.len() * REPEATS + counts.len()) as u64, "benchmark");
+    let contention_steps = if threads > 1 {
+        2 * CONTENTION_ROUNDS
+    } else {
+        0
+    };
+    let bar = progress::steps(
+        (pools.len() * REPEATS + counts.len() + contention_steps) as u64,
+        "benchmark",
+    );
     // The engine first, on every thread count; the bandwidth probes after, so that their large
     // arrays do not count in the engine's peak memory. The pools take turns, run after run, so
     // that a slow minute of a shared machine does not favour one of them.
@@ -434,21 +538,17 @@ fn benchmark(
     let mut best = vec![(0.0f64, 0.0f64); pools.len()];
     for _ in 0..REPEATS {
         for (pool, (best_prefill, best_decode)) in pool_of.iter().zip(&mut best) {
-            let mut cache = KvCache::with_limit(&model.config, PROMPT_TOKENS + DECODE_TOKENS + 1);
-            let t = Instant::now();
-            let mut logits = model.forward(pool, &mut cache, &prompt, Logits::Last)?;
-            *best_prefill = best_prefill.max(prompt.len() as f64 / t.elapsed().as_secs_f64());
-            let t = Instant::now();
-            for _ in 0..DECODE_TOKENS {
-                let next = argmax(&logits);
-                logits = model.forward(pool, &mut cache, &[next], Logits::Last)?;
-            }
-            *best_decode = best_decode.max(DECODE_TOKENS as f64 / t.elapsed().as_secs_f64());
+            let (prefill, decode) = prefill_and_decode(model, pool, &prompt, DECODE_TOKENS)?;
+            *best_prefill = best_prefill.max(prefill);
+            *best_decode = best_decode.max(decode);
             bar.inc(1);
         }
     }
     drop(pool_of);
     let memory = ProcessMemory::read();
+    let contention = (threads > 1)
+        .then(|| contention_table(model, &prompt, threads, DECODE_TOKENS, &bar))
+        .transpose()?;
     let llc = chapters_code::hw::CpuInfo::detect().last_level_cache_bytes;
     for &n in &counts {
         let bandwidth =
@@ -519,7 +619,7 @@ fn benchmark(
         demo: "tgi-architecture".into(),
         provenance: Provenance::current(),
         result: json!({ "threads": counts, "bytes_per_token": bytes_per_token, "memory": memory }),
-        tables: vec![speed, mem],
+        tables: [speed, mem].into_iter().chain(contention).collect(),
         verified: None,
     };
     report.emit(cli.demo.output, |out| {

@@ -7,7 +7,8 @@
 //! for the next job, and a decode step runs five jobs per layer, a few microseconds apart: on a
 //! virtual machine every wake-up is a system call and an interrupt to another core. So a
 //! thread that finishes a job watches for the next one for `spin` (default [`DEFAULT_SPIN`]),
-//! and only then sleeps; the caller waits for the last task the same way. An idle pool sleeps.
+//! yielding its core to any other thread that wants it, and only then sleeps; the caller waits
+//! for the last task the same way. An idle pool sleeps.
 //!
 //! A job wakes the workers, every thread (the caller too) claims tasks from a shared counter
 //! until none are left, and the caller returns when all have finished. Which thread runs a task
@@ -181,7 +182,11 @@ fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+// ANCHOR: spin
 /// Polls `ready` for up to `budget`; true as soon as it holds, false when the time is up.
+/// Between rounds of polls the thread offers its core to any other thread that wants it: a
+/// spin without that yield starved the thread it waited for whenever a second decoder shared
+/// the cores, and decoding collapsed.
 fn spin_until(budget: Duration, ready: impl Fn() -> bool) -> bool {
     if ready() {
         return true;
@@ -201,8 +206,10 @@ fn spin_until(budget: Duration, ready: impl Fn() -> bool) -> bool {
         if start.elapsed() >= budget {
             return ready();
         }
+        std::thread::yield_now();
     }
 }
+// ANCHOR_END: spin
 
 fn claim_tasks(shared: &Shared, job: Job) {
     loop {
