@@ -171,7 +171,14 @@ fn every_demo_explains_its_flags() {
         ),
         (
             env!("CARGO_BIN_EXE_demo-apr-format"),
-            &["--dir", "--runs", "--tokens", "--benchmark", "--verify"][..],
+            &[
+                "--dir",
+                "--force",
+                "--runs",
+                "--tokens",
+                "--benchmark",
+                "--verify",
+            ][..],
         ),
         (
             env!("CARGO_BIN_EXE_demo-throughput-bench"),
@@ -275,6 +282,25 @@ fn bad_sampling_parameters_are_refused_with_their_name() {
     );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("top_p"));
+}
+
+#[test]
+fn apr_demo_refuses_to_overwrite_files_in_a_kept_directory() {
+    let dir = std::env::temp_dir().join(format!("prodml-apr-keep-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mine = dir.join("model.apr");
+    std::fs::write(&mine, b"the reader's own file").unwrap();
+    // Refused before the model is even opened: no model is needed for this test.
+    let out = run(
+        env!("CARGO_BIN_EXE_demo-apr-format"),
+        &["--dir", dir.to_str().unwrap(), "--model", "/nonexistent"],
+    );
+    let kept = std::fs::read(&mine).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--force"), "{stderr}");
+    assert_eq!(kept, b"the reader's own file");
 }
 
 #[test]

@@ -32,6 +32,10 @@ struct Cli {
     #[arg(long)]
     dir: Option<PathBuf>,
 
+    /// Overwrite the demo's files when --dir already holds some (otherwise it refuses).
+    #[arg(long)]
+    force: bool,
+
     /// Loads of each format timed with --benchmark (the median is reported).
     #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..10_000))]
     runs: u64,
@@ -47,9 +51,38 @@ struct Files {
     temporary: bool,
 }
 
+/// Every file the demo writes into its directory.
+const FILE_NAMES: [&str; 5] = [
+    "model.apr",
+    "model.safetensors",
+    "model.signed.apr",
+    "model.encrypted.apr",
+    "attack.apr",
+];
+
 impl Files {
     fn path(&self, name: &str) -> PathBuf {
+        debug_assert!(FILE_NAMES.contains(&name), "{name} is not in FILE_NAMES");
         self.dir.join(name)
+    }
+
+    /// An error naming the first of the demo's files that already exists in a kept directory.
+    fn refuse_to_overwrite(&self) -> Result<()> {
+        if self.temporary {
+            return Ok(());
+        }
+        match FILE_NAMES
+            .iter()
+            .map(|n| self.dir.join(n))
+            .find(|p| p.exists())
+        {
+            Some(existing) => bail!(
+                "{} already exists; pass --force to overwrite the demo's files in {}, or choose another --dir",
+                existing.display(),
+                self.dir.display()
+            ),
+            None => Ok(()),
+        }
     }
 }
 
@@ -74,6 +107,9 @@ fn main() -> Result<()> {
             temporary: true,
         },
     };
+    if !cli.force {
+        files.refuse_to_overwrite()?;
+    }
     std::fs::create_dir_all(&files.dir)
         .with_context(|| format!("creating {}", files.dir.display()))?;
     let model_path = cli.run.model_path();
