@@ -251,6 +251,9 @@ fn engine_loop(
                 channels.in_flight.fetch_sub(1, Ordering::SeqCst);
             }
         }
+        // New and cancelled requests show in /metrics now, not only after the step (a long
+        // prefill would hide them).
+        publish(stats, scheduler, totals);
         match scheduler.step(pool, channels) {
             Ok(report) => {
                 totals.0 += u64::from(report.sequences > 0);
@@ -269,18 +272,23 @@ fn engine_loop(
                 }
             }
         }
-        if let Ok(mut s) = stats.lock() {
-            let kv = scheduler.kv();
-            *s = RunnerStats {
-                waiting: scheduler.waiting(),
-                running: scheduler.running(),
-                blocks_used: kv.pool().used_blocks() - kv.cached_blocks(),
-                blocks_total: kv.pool().total_blocks(),
-                steps: totals.0,
-                preemptions: totals.1,
-                prefix_hit_tokens: kv.prefix_hit_tokens,
-            };
-        }
+        publish(stats, scheduler, totals);
+    }
+}
+
+/// Copies the scheduler's state, and the (steps, preemptions) totals, to where /metrics reads it.
+fn publish(stats: &Mutex<RunnerStats>, scheduler: &Scheduler, totals: (u64, u64)) {
+    if let Ok(mut s) = stats.lock() {
+        let kv = scheduler.kv();
+        *s = RunnerStats {
+            waiting: scheduler.waiting(),
+            running: scheduler.running(),
+            blocks_used: kv.pool().used_blocks() - kv.cached_blocks(),
+            blocks_total: kv.pool().total_blocks(),
+            steps: totals.0,
+            preemptions: totals.1,
+            prefix_hit_tokens: kv.prefix_hit_tokens,
+        };
     }
 }
 
