@@ -90,7 +90,10 @@ fn tensors_are_64_byte_aligned_views_into_the_file() {
     let back = from_bytes(apr).unwrap();
     for t in &back.tensors {
         assert_eq!(t.file_offset % 64, 0, "{}", t.name);
+        assert_eq!(t.file_offset % back.alignment, 0, "{}", t.name);
     }
+    // The alignment reported is the one the file has, not a placeholder.
+    assert!(back.alignment >= 64, "{}", back.alignment);
     assert_eq!(
         back.tensor("output_norm.weight").unwrap().as_f32().unwrap(),
         &[1.0, -2.5, 3.0, 4.0, 5.0, 6.0]

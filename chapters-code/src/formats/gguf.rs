@@ -294,6 +294,7 @@ impl Gguf {
             }
         }
         check_distinct(&tensors)?;
+        let alignment = common_alignment(&tensors);
         Ok(Gguf {
             version: 0,
             index: metadata
@@ -309,7 +310,7 @@ impl Gguf {
                 .collect(),
             data_offset: tensors.iter().map(|t| t.file_offset).min().unwrap_or(0),
             tensors,
-            alignment: 1,
+            alignment,
             backing: bytes,
         })
     }
@@ -723,6 +724,13 @@ fn parse_header(buf: &[u8]) -> Result<Header, GgufError> {
     })
 }
 // ANCHOR_END: parse_header
+
+/// The alignment a container's tensors really have: the largest power of two (at most 4096)
+/// that divides every tensor's offset; 4096 when there are none.
+fn common_alignment(tensors: &[TensorInfo]) -> u64 {
+    let offsets = tensors.iter().fold(0u64, |acc, t| acc | t.file_offset);
+    1 << offsets.trailing_zeros().min(12)
+}
 
 /// No two tensors share a name or a byte (each one already lies inside the file).
 fn check_distinct(tensors: &[TensorInfo]) -> Result<(), GgufError> {
