@@ -387,6 +387,10 @@ fn prefill_and_decode(
 /// Rounds of the two-decoder measurement.
 const CONTENTION_ROUNDS: usize = 3;
 
+/// The two ways a pool's threads wait that the benchmark compares: sleep at once, or spin for
+/// the default budget first.
+const WAITS: [Duration; 2] = [Duration::ZERO, DEFAULT_SPIN];
+
 /// Two decoders at once, each with its own pool of `threads`, so that twice as many threads as
 /// cores want to run: what a spinning pool does to a machine it shares, measured for a pool
 /// that sleeps at once and for the default one.
@@ -397,13 +401,11 @@ fn contention_table(
     decode_tokens: usize,
     bar: &indicatif::ProgressBar,
 ) -> Result<Table> {
-    const ROUNDS: usize = CONTENTION_ROUNDS;
     const DECODERS: usize = 2;
-    let spins = [Duration::ZERO, DEFAULT_SPIN];
-    // Best total (both decoders) per spin, and each decoder's speed in that round.
-    let mut best = [(0.0f64, [0.0f64; DECODERS]); 2];
-    for _ in 0..ROUNDS {
-        for (spin, best) in spins.iter().zip(&mut best) {
+    // Best total (both decoders) per wait, and each decoder's speed in that round.
+    let mut best = [(0.0f64, [0.0f64; DECODERS]); WAITS.len()];
+    for _ in 0..CONTENTION_ROUNDS {
+        for (spin, best) in WAITS.iter().zip(&mut best) {
             let speeds: Vec<f64> = std::thread::scope(|scope| {
                 let runs: Vec<_> = (0..DECODERS)
                     .map(|_| {
@@ -423,7 +425,7 @@ fn contention_table(
             bar.inc(1);
             let total: f64 = speeds.iter().sum();
             if total > best.0 {
-                *best = (total, [speeds[0], speeds[1]]);
+                *best = (total, std::array::from_fn(|i| speeds[i]));
             }
         }
     }
@@ -444,7 +446,7 @@ fn contention_table(
             Column::new("total", "Both").unit("tokens/s").decimals(1),
         ],
     );
-    for (spin, (total, each)) in spins.iter().zip(best) {
+    for (spin, (total, each)) in WAITS.iter().zip(best) {
         table.push(vec![
             json!(threads),
             json!(spin.as_secs_f64() * 1e6),
@@ -454,7 +456,7 @@ fn contention_table(
         ]);
     }
     table.notes.push(format!(
-        "Best of {ROUNDS} rounds (by the total), the pools taking turns. Each decoder prefills the same {}-token prompt and decodes {decode_tokens} tokens, at the same time as the other.",
+        "Best of {CONTENTION_ROUNDS} rounds (by the total), the pools taking turns. Each decoder prefills the same {}-token prompt and decodes {decode_tokens} tokens, at the same time as the other.",
         prompt.len()
     ));
     Ok(table)
@@ -492,7 +494,7 @@ fn benchmark(
         .iter()
         .flat_map(|&n| {
             if n > 1 {
-                vec![(n, Duration::ZERO), (n, DEFAULT_SPIN)]
+                WAITS.map(|spin| (n, spin)).to_vec()
             } else {
                 vec![(n, DEFAULT_SPIN)]
             }

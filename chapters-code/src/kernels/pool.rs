@@ -23,8 +23,9 @@ use std::time::{Duration, Instant};
 
 /// How long a thread watches for the next job (or a caller for the last task) before it sleeps.
 /// Longer than the serial work between two jobs of a decode step (norms, RoPE, the KV append)
-/// and between two steps (sampling), far shorter than the pause between two requests. On the
-/// book's test machine 200 µs decoded faster at 2 threads than 50 µs, and 50 µs than none.
+/// and between two steps (sampling), far shorter than the pause between two requests. Chosen
+/// by hand runs on the book's test machine; `demo-tgi-architecture --benchmark` measures it
+/// against sleeping at once, alone and beside a second decoder.
 pub const DEFAULT_SPIN: Duration = Duration::from_micros(200);
 
 /// The job being run: a task function and the number of tasks.
