@@ -3,8 +3,9 @@
 //! `vpmaddwd` widens to 32-bit, and each block's integer sum is scaled and accumulated into
 //! eight f32 lanes with one FMA. The lanes are added up once, at the end.
 //!
-//! The float additions happen in a different order than in the scalar reference, so results
-//! agree to rounding (tests allow a relative 1e-5), not bit for bit.
+//! That is the canonical order the scalar reference spells out (`scalar::Lanes`,
+//! `scalar::dot_canonical`): every kernel here gives the scalar reference's bits, and the
+//! tests compare bits, not a tolerance.
 //!
 //! # Safety
 //! Every public function here is `unsafe` to call: the CPU must have AVX2, FMA and F16C
@@ -334,77 +335,108 @@ pub fn dot_q8_0_q8_0_x4(w: [&[BlockQ8_0]; 4], a: &[BlockQ8_0]) -> [f32; 4] {
     acc.map(|a| hsum_ps(a))
 }
 
-/// f16 × f32, 8 elements per step with F16C conversion, two accumulators.
+// ANCHOR: avx2_float_canonical
+/// The canonical float order (see `scalar::dot_canonical`): four accumulators of eight
+/// lanes over each group of 32 elements, fused multiply-adds, the fixed reduction tree, then
+/// the last `n mod 32` products added in f64. `load(i)` gives elements i..i+8 of the weights
+/// as f32, `tail(j)` element j.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_canonical(
+    n: usize,
+    load: impl Fn(usize) -> __m256,
+    a: &[f32],
+    tail: impl Fn(usize) -> f32,
+) -> f32 {
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 32 <= n {
+        for (k, acc) in acc.iter_mut().enumerate() {
+            // SAFETY: i + 8k + 8 <= n elements of `a` are readable.
+            let x = unsafe { _mm256_loadu_ps(a.as_ptr().add(i + 8 * k)) };
+            *acc = _mm256_fmadd_ps(load(i + 8 * k), x, *acc);
+        }
+        i += 32;
+    }
+    let mut sum = f64::from(reduce_32(acc));
+    for (j, &x) in a.iter().enumerate().take(n).skip(i) {
+        sum += f64::from(tail(j) * x);
+    }
+    sum as f32
+}
+
+/// Four accumulators to one float, in the canonical tree: (0 + 2) + (1 + 3) lane by lane,
+/// the two halves, then pairs.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn reduce_32(acc: [__m256; 4]) -> f32 {
+    let x = _mm256_add_ps(_mm256_add_ps(acc[0], acc[2]), _mm256_add_ps(acc[1], acc[3]));
+    let t = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps::<1>(x));
+    let t = _mm_hadd_ps(t, t);
+    _mm_cvtss_f32(_mm_hadd_ps(t, t))
+}
+// ANCHOR_END: avx2_float_canonical
+
+/// f16 × f32 in the canonical float order.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub fn dot_f16_f32(w: &[u16], a: &[f32]) -> f32 {
     let n = w.len().min(a.len());
-    let mut acc = [_mm256_setzero_ps(); 2];
-    let mut i = 0;
-    while i + 16 <= n {
-        for (k, acc) in acc.iter_mut().enumerate() {
-            // SAFETY: i + 8k + 8 <= n elements are readable in both slices.
-            let (h, x) = unsafe {
-                (
-                    _mm_loadu_si128(w.as_ptr().add(i + 8 * k).cast()),
-                    _mm256_loadu_ps(a.as_ptr().add(i + 8 * k)),
-                )
-            };
-            *acc = _mm256_fmadd_ps(_mm256_cvtph_ps(h), x, *acc);
-        }
-        i += 16;
-    }
-    let mut sum = hsum_ps(_mm256_add_ps(acc[0], acc[1]));
-    for j in i..n {
-        sum += f16_to_f32(w[j]) * a[j];
-    }
-    sum
+    dot_canonical(
+        n,
+        // SAFETY: called with i + 8 <= n.
+        |i| _mm256_cvtph_ps(unsafe { _mm_loadu_si128(w.as_ptr().add(i).cast()) }),
+        a,
+        |j| f16_to_f32(w[j]),
+    )
 }
 
-/// f32 × f32, 8 elements per step, two accumulators.
-#[target_feature(enable = "avx2,fma")]
+/// f32 × f32 in the canonical float order.
+#[target_feature(enable = "avx2,fma,f16c")]
 pub fn dot_f32(w: &[f32], a: &[f32]) -> f32 {
     let n = w.len().min(a.len());
-    let mut acc = [_mm256_setzero_ps(); 2];
-    let mut i = 0;
-    while i + 16 <= n {
-        for (k, acc) in acc.iter_mut().enumerate() {
-            // SAFETY: i + 8k + 8 <= n elements are readable in both slices.
-            let (x, y) = unsafe {
-                (
-                    _mm256_loadu_ps(w.as_ptr().add(i + 8 * k)),
-                    _mm256_loadu_ps(a.as_ptr().add(i + 8 * k)),
-                )
-            };
-            *acc = _mm256_fmadd_ps(x, y, *acc);
-        }
-        i += 16;
-    }
-    let mut sum = hsum_ps(_mm256_add_ps(acc[0], acc[1]));
-    for j in i..n {
-        sum += w[j] * a[j];
-    }
-    sum
+    // SAFETY: called with i + 8 <= n.
+    dot_canonical(
+        n,
+        |i| unsafe { _mm256_loadu_ps(w.as_ptr().add(i)) },
+        a,
+        |j| w[j],
+    )
 }
 
-/// y += a · x for f16 x, 8 elements per step.
+// ANCHOR: avx2_attend_values
+/// The value side of attention, as `scalar::attend_values` (its bits): position p is
+/// multiplied and added into slot p mod 32 of a (32, head_dim) buffer, eight dimensions per
+/// instruction; then the 32 slots of each dimension are reduced in the canonical tree, eight
+/// dimensions at a time. `out.len()` must be a multiple of 8 (every head size of this book's
+/// models is).
 #[target_feature(enable = "avx2,fma,f16c")]
-pub fn axpy_f16(a: f32, x: &[u16], y: &mut [f32]) {
-    let n = x.len().min(y.len());
-    let av = _mm256_set1_ps(a);
-    let mut i = 0;
-    while i + 8 <= n {
-        // SAFETY: i + 8 <= n elements are readable in x and writable in y.
-        unsafe {
-            let h = _mm_loadu_si128(x.as_ptr().add(i).cast());
-            let acc = _mm256_loadu_ps(y.as_ptr().add(i));
-            _mm256_storeu_ps(
-                y.as_mut_ptr().add(i),
-                _mm256_fmadd_ps(av, _mm256_cvtph_ps(h), acc),
-            );
+pub fn attend_values(weights: &[f32], values: &[&[u16]], out: &mut [f32]) {
+    let hd = out.len();
+    debug_assert!(hd.is_multiple_of(8));
+    let mut slots = vec![_mm256_setzero_ps(); 32 * hd / 8];
+    for (p, &w) in weights.iter().enumerate() {
+        let (v, wv) = (values[p], _mm256_set1_ps(w));
+        let slot = &mut slots[(p % 32) * hd / 8..(p % 32 + 1) * hd / 8];
+        for (k, s) in slot.iter_mut().enumerate() {
+            // SAFETY: `v` holds `hd` values; 8k + 8 <= hd.
+            let h = unsafe { _mm_loadu_si128(v.as_ptr().add(8 * k).cast()) };
+            *s = _mm256_fmadd_ps(_mm256_cvtph_ps(h), wv, *s);
         }
-        i += 8;
     }
-    for j in i..n {
-        y[j] += a * f16_to_f32(x[j]);
+    // Per group of eight dimensions k, the tree of `scalar::reduce_32` over the 32 slots, one
+    // dimension per lane: slot 8j + i holds accumulator j's lane i.
+    for (k, out) in out.chunks_exact_mut(8).enumerate() {
+        let s = |slot: usize| slots[slot * hd / 8 + k];
+        let x: [__m256; 8] = std::array::from_fn(|i| {
+            _mm256_add_ps(
+                _mm256_add_ps(s(i), s(16 + i)),
+                _mm256_add_ps(s(8 + i), s(24 + i)),
+            )
+        });
+        let t: [__m256; 4] = std::array::from_fn(|i| _mm256_add_ps(x[i], x[i + 4]));
+        let r = _mm256_add_ps(_mm256_add_ps(t[0], t[1]), _mm256_add_ps(t[2], t[3]));
+        // SAFETY: `out` is 8 writable floats.
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr(), r) };
     }
 }
+// ANCHOR_END: avx2_attend_values

@@ -240,12 +240,16 @@ pub fn dot_f16_f32(level: SimdLevel, w: &[u16], a: &[f32]) -> f32 {
     f16_f32_kernel(level)(w, a)
 }
 
-/// y += a · x for f16 x (no NEON path: aarch64 runs the scalar reference).
-pub fn axpy_f16(level: SimdLevel, a: f32, x: &[u16], y: &mut [f32]) {
+/// The value side of attention over an f16 cache (see [`scalar::attend_values`]): out[d] =
+/// Σ_p weights[p] · values[p][d], in the canonical float order over positions. No NEON path:
+/// aarch64 runs the scalar reference.
+pub fn attend_values(level: SimdLevel, weights: &[f32], values: &[&[u16]], out: &mut [f32]) {
     match path(level) {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: as in `dispatch!`.
-        SimdLevel::Avx2 if level.is_supported() => unsafe { avx2::axpy_f16(a, x, y) },
-        _ => scalar::axpy_f16(a, x, y),
+        // SAFETY: as in `dispatch!`; every head size is a multiple of 8 (checked here).
+        SimdLevel::Avx2 if level.is_supported() && out.len().is_multiple_of(8) => unsafe {
+            avx2::attend_values(weights, values, out)
+        },
+        _ => scalar::attend_values(weights, values, out),
     }
 }

@@ -10,12 +10,41 @@ use crate::quant::quantize::*;
 use crate::quant::{f16_to_f32, f32_to_f16};
 use crate::testutil::wave;
 
-/// The SIMD tier of this machine, or `None` when it only has the scalar path.
+/// The SIMD tier of this machine, or `None` when it only has the scalar path — with a line
+/// on stderr either way, so that a run shows which paths were tested and which skipped.
 fn simd_level() -> Option<SimdLevel> {
+    use std::io::Write;
     let level = SimdLevel::detect();
-    (level != SimdLevel::Scalar).then_some(level)
+    let path = super::path(level);
+    let mut err = std::io::stderr();
+    if level == SimdLevel::Scalar || !level.is_supported() {
+        let _ = writeln!(
+            err,
+            "SKIPPED SIMD path: this CPU runs only the scalar kernels"
+        );
+        return None;
+    }
+    if path != level {
+        let _ = writeln!(
+            err,
+            "SKIPPED {level} kernels (none yet): testing the {path} path instead"
+        );
+    }
+    let _ = writeln!(err, "testing the {path} path against the scalar reference");
+    Some(level)
 }
 
+/// A SIMD result that must carry the scalar reference's bits (the canonical order).
+fn same_bits(what: &str, simd: f32, reference: f32) {
+    assert_eq!(
+        simd.to_bits(),
+        reference.to_bits(),
+        "{what}: simd {simd} vs scalar {reference}"
+    );
+}
+
+/// For the kernels off the model's path (benchmarked alternatives), which sum in their own
+/// order: agreement to rounding.
 fn close(simd: f32, reference: f32, magnitude: f32) {
     let tol = 1e-5 * magnitude.max(1.0);
     assert!(
@@ -29,10 +58,10 @@ fn magnitude(w: &[f32], a: &[f32]) -> f32 {
     w.iter().zip(a).map(|(x, y)| (x * y).abs()).sum()
 }
 
-const LENGTHS: [usize; 4] = [32, 64, 576, 1536];
+const LENGTHS: [usize; 5] = [32, 64, 96, 576, 1536];
 
 #[test]
-fn q5_0_simd_matches_scalar() {
+fn q5_0_simd_gives_the_scalar_bits() {
     let Some(level) = simd_level() else { return };
     for (i, &n) in LENGTHS.iter().enumerate() {
         let (w, a) = (wave(n, i as u32), wave(n, 100 + i as u32));
@@ -40,24 +69,24 @@ fn q5_0_simd_matches_scalar() {
             crate::quant::q5_0::quantize_q5_0(&w),
             quantize_acts_q8_0(&a),
         );
-        close(
+        same_bits(
+            "Q5_0",
             q5_0_q8_0_kernel(level)(&wq, &aq),
             scalar::dot_q5_0_q8_0(&wq, &aq),
-            magnitude(&w, &a),
         );
     }
 }
 
 #[test]
-fn q4_1_simd_matches_scalar() {
+fn q4_1_simd_gives_the_scalar_bits() {
     let Some(level) = simd_level() else { return };
     for (i, &n) in LENGTHS.iter().enumerate() {
         let (w, a) = (wave(n, i as u32), wave(n, 100 + i as u32));
         let (wq, aq) = (quantize_q4_1(&w), quantize_acts_q8_1(&a));
-        close(
+        same_bits(
+            "Q4_1",
             dot_q4_1_q8_1(level, &wq, &aq),
             scalar::dot_q4_1_q8_1(&wq, &aq),
-            magnitude(&w, &a),
         );
     }
 }
@@ -117,21 +146,21 @@ fn nf4_simd_matches_scalar() {
 }
 
 #[test]
-fn q4_0_simd_matches_scalar() {
+fn q4_0_simd_gives_the_scalar_bits() {
     let Some(level) = simd_level() else { return };
     for (i, &n) in LENGTHS.iter().enumerate() {
         let (w, a) = (wave(n, 7 + i as u32), wave(n, 200 + i as u32));
         let (wq, aq) = (quantize_q4_0(&w), quantize_acts_q8_0(&a));
-        close(
+        same_bits(
+            "Q4_0",
             dot_q4_0_q8_0(level, &wq, &aq),
             scalar::dot_q4_0_q8_0(&wq, &aq),
-            magnitude(&w, &a),
         );
     }
 }
 
 #[test]
-fn q8_0_simd_matches_scalar_including_extreme_bytes() {
+fn q8_0_simd_gives_the_scalar_bits_including_extreme_bytes() {
     let Some(level) = simd_level() else { return };
     for (i, &n) in LENGTHS.iter().enumerate() {
         let (w, a) = (wave(n, 9 + i as u32), wave(n, 300 + i as u32));
@@ -139,30 +168,144 @@ fn q8_0_simd_matches_scalar_including_extreme_bytes() {
         // A file may hold -128, which our quantizer never writes: the kernels must agree on it.
         wq[0].qs[0] = -128;
         wq[0].qs[31] = 127;
-        close(
+        same_bits(
+            "Q8_0",
             dot_q8_0_q8_0(level, &wq, &aq),
             scalar::dot_q8_0_q8_0(&wq, &aq),
-            2.0 * magnitude(&w, &a),
         );
     }
 }
 
 #[test]
-fn float_simd_matches_scalar_at_every_length() {
+fn quantized_kernels_give_the_scalar_bits_on_random_blocks() {
     let Some(level) = simd_level() else { return };
-    for n in [0, 1, 7, 16, 17, 33, 576] {
+    for (seed, n) in [(1u64, 1usize), (2, 7), (3, 18), (4, 48)] {
+        // Any bytes make valid codes; scales fixed to finite values of varied size.
+        let scales = |i: usize| {
+            f32_to_f16(0.001 * (1 + i % 17) as f32 * if i.is_multiple_of(3) { -1.0 } else { 1.0 })
+        };
+        let mut i = 0;
+        let mut next = || {
+            i += 1;
+            scales(i)
+        };
+        let q41: Vec<crate::quant::BlockQ4_1> =
+            random_blocks(n, seed, |b: &mut crate::quant::BlockQ4_1| {
+                (b.d, b.m) = (next(), next())
+            });
+        let a1: Vec<crate::quant::BlockQ8_1> =
+            random_blocks(n, seed + 50, |b: &mut crate::quant::BlockQ8_1| {
+                (b.d, b.s) = (next(), next());
+                b.qs.iter_mut().for_each(|q| *q = (*q).max(-127));
+            });
+        let q40: Vec<crate::quant::BlockQ4_0> =
+            random_blocks(n, seed + 10, |b: &mut crate::quant::BlockQ4_0| b.d = next());
+        let q80: Vec<crate::quant::BlockQ8_0> =
+            random_blocks(n, seed + 20, |b: &mut crate::quant::BlockQ8_0| b.d = next());
+        // Activations are never −128 (they are quantized to ±127); the byte trick of the SIMD
+        // kernels, like llama.cpp's, relies on it.
+        let a0: Vec<crate::quant::BlockQ8_0> =
+            random_blocks(n, seed + 30, |b: &mut crate::quant::BlockQ8_0| {
+                b.d = next();
+                b.qs.iter_mut().for_each(|q| *q = (*q).max(-127));
+            });
+        let q50: Vec<crate::quant::q5_0::BlockQ5_0> =
+            random_blocks(n, seed + 40, |b: &mut crate::quant::q5_0::BlockQ5_0| {
+                b.d = next()
+            });
+        same_bits(
+            "Q4_1",
+            dot_q4_1_q8_1(level, &q41, &a1),
+            scalar::dot_q4_1_q8_1(&q41, &a1),
+        );
+        same_bits(
+            "Q4_0",
+            dot_q4_0_q8_0(level, &q40, &a0),
+            scalar::dot_q4_0_q8_0(&q40, &a0),
+        );
+        same_bits(
+            "Q8_0",
+            dot_q8_0_q8_0(level, &q80, &a0),
+            scalar::dot_q8_0_q8_0(&q80, &a0),
+        );
+        same_bits(
+            "Q5_0",
+            q5_0_q8_0_kernel(level)(&q50, &a0),
+            scalar::dot_q5_0_q8_0(&q50, &a0),
+        );
+    }
+}
+
+#[test]
+fn float_simd_gives_the_scalar_bits_at_every_length() {
+    let Some(level) = simd_level() else { return };
+    for n in [0, 1, 7, 16, 17, 31, 32, 33, 63, 64, 65, 100, 576, 1536] {
         let (w, a) = (wave(n, 1), wave(n, 2));
         let halves: Vec<u16> = w.iter().map(|&x| f32_to_f16(x)).collect();
-        close(
-            dot_f32(level, &w, &a),
-            scalar::dot_f32(&w, &a),
-            magnitude(&w, &a),
-        );
-        close(
+        same_bits("f32", dot_f32(level, &w, &a), scalar::dot_f32(&w, &a));
+        same_bits(
+            "f16",
             dot_f16_f32(level, &halves, &a),
             scalar::dot_f16_f32(&halves, &a),
-            magnitude(&w, &a),
         );
+    }
+}
+
+#[test]
+fn the_canonical_float_order_is_close_to_the_exact_sum() {
+    for n in [5, 32, 100, 1536] {
+        let (w, a) = (wave(n, 3), wave(n, 4));
+        let exact: f64 = w
+            .iter()
+            .zip(&a)
+            .map(|(&x, &y)| f64::from(x) * f64::from(y))
+            .sum();
+        let got = scalar::dot_f32(&w, &a);
+        assert!(
+            (f64::from(got) - exact).abs() <= 1e-6 * f64::from(magnitude(&w, &a)),
+            "{got} vs {exact}"
+        );
+    }
+}
+
+#[test]
+fn attend_values_is_one_canonical_dot_per_dimension_on_every_path() {
+    let mut levels = vec![SimdLevel::Scalar];
+    levels.extend(simd_level());
+    for n in [1, 5, 31, 32, 33, 64, 100, 257] {
+        let hd = 64;
+        let weights: Vec<f32> = wave(n, 5)
+            .iter()
+            .map(|w| f16_to_f32(f32_to_f16(w.abs())))
+            .collect();
+        let values: Vec<Vec<u16>> = (0..n)
+            .map(|p| {
+                wave(hd, 10 + p as u32)
+                    .iter()
+                    .map(|&v| f32_to_f16(v))
+                    .collect()
+            })
+            .collect();
+        // The reference: for each dimension, the f16 dot product of its column with the
+        // weights, both padded with zeros to a multiple of 32 positions.
+        let padded = n.div_ceil(32) * 32;
+        let mut w_padded = weights.clone();
+        w_padded.resize(padded, 0.0);
+        let expected: Vec<f32> = (0..hd)
+            .map(|d| {
+                let mut column: Vec<u16> = values.iter().map(|v| v[d]).collect();
+                column.resize(padded, 0);
+                scalar::dot_f16_f32(&column, &w_padded)
+            })
+            .collect();
+        for &level in &levels {
+            let mut out = vec![0.0f32; hd];
+            let rows: Vec<&[u16]> = values.iter().map(Vec::as_slice).collect();
+            attend_values(level, &weights, &rows, &mut out);
+            for (d, (got, want)) in out.iter().zip(&expected).enumerate() {
+                same_bits(&format!("{level} n={n} d={d}"), *got, *want);
+            }
+        }
     }
 }
 
@@ -179,7 +322,7 @@ fn four_row_kernels_give_each_row_the_bits_of_the_one_row_kernel() {
         for (row, got) in q41.iter().zip(four) {
             assert_eq!(
                 got.to_bits(),
-                dot_q4_1_q8_1(level, row, &aq1).to_bits(),
+                scalar::dot_q4_1_q8_1(row, &aq1).to_bits(),
                 "{level:?}"
             );
         }
@@ -190,7 +333,7 @@ fn four_row_kernels_give_each_row_the_bits_of_the_one_row_kernel() {
             let four =
                 unsafe { avx2::dot_q4_1_q8_1_x4([&q41[0], &q41[1], &q41[2], &q41[3]], &aq1) };
             for (row, got) in q41.iter().zip(four) {
-                assert_eq!(got.to_bits(), dot_q4_1_q8_1(level, row, &aq1).to_bits());
+                assert_eq!(got.to_bits(), scalar::dot_q4_1_q8_1(row, &aq1).to_bits());
             }
         }
         let q80: Vec<_> = rows.iter().map(|r| quantize_q8_0(r)).collect();
@@ -199,7 +342,7 @@ fn four_row_kernels_give_each_row_the_bits_of_the_one_row_kernel() {
         for (row, got) in q80.iter().zip(four) {
             assert_eq!(
                 got.to_bits(),
-                dot_q8_0_q8_0(level, row, &aq0).to_bits(),
+                scalar::dot_q8_0_q8_0(row, &aq0).to_bits(),
                 "{level:?}"
             );
         }
@@ -225,7 +368,7 @@ fn noise(n: usize, seed: u64) -> Vec<u8> {
 fn random_blocks<B: crate::formats::gguf::Pod>(
     n: usize,
     seed: u64,
-    fix: impl Fn(&mut B),
+    fix: impl FnMut(&mut B),
 ) -> Vec<B> {
     let bytes = noise(n * size_of::<B>(), seed);
     let mut blocks: Vec<B> = bytes
@@ -299,20 +442,6 @@ fn k_quant_simd_matches_scalar_bit_for_bit() {
             (q6_k_q8_k_kernel(level), q6_k_q8_k_kernel4(level)),
             scalar::dot_q6_k_q8_k,
         );
-    }
-}
-
-#[test]
-fn axpy_f16_simd_matches_scalar() {
-    let Some(level) = simd_level() else { return };
-    for n in [0, 5, 8, 64, 67] {
-        let x: Vec<u16> = wave(n, 3).iter().map(|&v| f32_to_f16(v)).collect();
-        let (mut a, mut b) = (wave(n, 4), wave(n, 4));
-        axpy_f16(level, 0.37, &x, &mut a);
-        scalar::axpy_f16(0.37, &x, &mut b);
-        for (p, q) in a.iter().zip(&b) {
-            assert!((p - q).abs() <= 1e-6, "{p} vs {q}");
-        }
     }
 }
 

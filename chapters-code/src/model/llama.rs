@@ -12,7 +12,7 @@ use crate::formats::Gguf;
 use crate::kernels::matmul::{ActFormat, Acts, Matmul, QMatrix, matmul, matmul_many};
 use crate::kernels::pool::ThreadPool;
 use crate::kernels::scalar::axpy_q8_0;
-use crate::kernels::{axpy_f16, dot_f16_f32, dot_q8_0_q8_0, simd};
+use crate::kernels::{attend_values, dot_f16_f32, dot_q8_0_q8_0, simd};
 use crate::kv::{KvBatch, KvRows};
 use crate::quant::quantize::quantize_acts_q8_0;
 use crate::quant::{f16_to_f32, f32_to_f16};
@@ -382,8 +382,10 @@ impl ActsFor {
 /// `r` of the batch (a query at position `p` of its sequence) attends to positions `0..=p`
 /// of its own sequence, read from `kv` in chunks. One pool task per (sequence, query head).
 /// Like llama.cpp, the query and the attention weights are rounded to f16 before their
-/// products with an f16 cache; with a Q8_0 cache the query is quantized to Q8_0 (an integer
-/// dot product, as llama.cpp does) and each value is dequantized as it is added.
+/// products with an f16 cache, and each output is a dot product over positions in the
+/// canonical float order (llama.cpp's `ggml_vec_dot_f16` of the weights with a value column:
+/// [`attend_values`]); with a Q8_0 cache the query is quantized to Q8_0 (an integer dot
+/// product, as llama.cpp does) and each value is dequantized as it is added.
 #[allow(clippy::too_many_arguments)]
 fn attention(
     pool: &ThreadPool,
@@ -409,6 +411,16 @@ fn attention(
         let kv_dim = c.kv_dim();
         let mut scores = Vec::with_capacity(start + n);
         let mut acc = vec![0.0f32; hd];
+        // This head's value rows of every position, when the cache holds f16 (empty for Q8_0).
+        let f16_values: Vec<&[u16]> = chunks
+            .iter()
+            .flat_map(|chunk| {
+                (0..chunk.len).filter_map(|p| match chunk.values.slice(p, kv_dim, head.clone()) {
+                    KvRows::F16(v) => Some(v),
+                    KvRows::Q8_0(_) => None,
+                })
+            })
+            .collect();
         for t in 0..n {
             let row = firsts[s] + t;
             let q_t: Vec<f32> = q[row * d + h * hd..row * d + (h + 1) * hd]
@@ -435,19 +447,25 @@ fn attention(
                 visible = visible.saturating_sub(chunk.len);
             }
             softmax(&mut scores);
-            acc.fill(0.0);
-            let mut weights = scores.iter();
-            'chunks: for chunk in &chunks {
-                for p in 0..chunk.len {
-                    let Some(&w) = weights.next() else {
-                        break 'chunks;
-                    };
-                    let w = f16_to_f32(f32_to_f16(w));
-                    match chunk.values.slice(p, kv_dim, head.clone()) {
-                        KvRows::F16(v) => axpy_f16(level, w, v, &mut acc),
-                        KvRows::Q8_0(v) => axpy_q8_0(w, v, &mut acc),
+            // The weights in f16, as llama.cpp multiplies them with an f16 cache.
+            for w in scores.iter_mut() {
+                *w = f16_to_f32(f32_to_f16(*w));
+            }
+            if f16_values.is_empty() {
+                acc.fill(0.0);
+                let mut weights = scores.iter();
+                'chunks: for chunk in &chunks {
+                    for p in 0..chunk.len {
+                        let Some(&w) = weights.next() else {
+                            break 'chunks;
+                        };
+                        if let KvRows::Q8_0(v) = chunk.values.slice(p, kv_dim, head.clone()) {
+                            axpy_q8_0(w, v, &mut acc);
+                        }
                     }
                 }
+            } else {
+                attend_values(level, &scores, &f16_values, &mut acc);
             }
             // SAFETY: task (s, h) writes only columns h·hd..(h+1)·hd of its sequence's rows.
             unsafe {

@@ -80,11 +80,7 @@ pub fn softmax(x: &mut [f32]) {
 }
 }
 
-/// Sum of 8 lanes in the order of an AVX2 horizontal sum: halves, then pairs, then the last two.
-pub fn hsum8(l: &[f32; 8]) -> f32 {
-    let s = [l[0] + l[4], l[1] + l[5], l[2] + l[6], l[3] + l[7]];
-    (s[0] + s[2]) + (s[1] + s[3])
-}
+pub use crate::kernels::scalar::hsum8;
 
 /// `x += y`, elementwise.
 pub fn add_in_place(x: &mut [f32], y: &[f32]) {

@@ -73,15 +73,14 @@ pub fn dequantize_q5_0(blocks: &[BlockQ5_0], out: &mut [f32]) {
     }
 }
 
-/// Q5_0 · Q8_0, scalar reference: codes unpacked per block, then an integer dot product.
+/// Q5_0 · Q8_0, scalar reference: codes unpacked per block, then the canonical lane order
+/// of the quantized dot products ([`crate::kernels::scalar::Lanes`]).
 pub fn dot_q5_0_q8_0(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
-    let mut sum = 0.0f32;
+    let mut lanes = crate::kernels::scalar::Lanes::default();
     for (b, a) in w.iter().zip(a) {
-        let mut dot = 0i32;
-        for (q, &x) in codes(b).into_iter().zip(&a.qs) {
-            dot += i32::from(q) * i32::from(x);
-        }
-        sum += f16_to_f32(b.d) * f16_to_f32(a.d) * dot as f32;
+        let q = codes(b);
+        let scale = f16_to_f32(b.d) * f16_to_f32(a.d);
+        lanes.add_block(scale, |j| i32::from(q[j]) * i32::from(a.qs[j]));
     }
-    sum
+    lanes.total()
 }
