@@ -48,6 +48,11 @@ enum Cmd {
     FetchModel,
     /// Test the book's claims against benchmarks/ and write the falsification scorecard.
     Falsify,
+    /// Regenerate llama.cpp's reference outputs for the parity suite
+    /// (chapters-code/tests/parity/llama-*.json): builds llama.cpp from the pinned
+    /// llama-cpp-python sdist once per SIMD level this CPU runs, then runs the suite on each
+    /// build (about an hour on two cores; the builds are kept in target/peers/parity).
+    ParityReference,
 }
 
 fn main() -> Result<()> {
@@ -107,6 +112,11 @@ fn main() -> Result<()> {
         Cmd::FetchModel => {
             for path in fetch::fetch_all(&chapters_code::assets::models_dir())? {
                 println!("{}", path.display());
+            }
+        }
+        Cmd::ParityReference => {
+            for path in peers::parity_reference(&root)? {
+                println!("wrote {}", path.display());
             }
         }
         Cmd::Falsify => {

@@ -53,6 +53,49 @@ fn llama_cpp_python(root: &Path) -> Result<PathBuf> {
     Ok(python)
 }
 
+const PARITY_SCRIPT: &str = include_str!("parity_reference.py");
+
+/// `cargo xtask parity-reference`: llama.cpp's outputs for the parity suite, from builds made
+/// here (see `parity_reference.py`). Returns the files written.
+pub fn parity_reference(root: &Path) -> Result<Vec<PathBuf>> {
+    let work = root.join("target/peers/parity");
+    std::fs::create_dir_all(&work)?;
+    let script = work.join("parity_reference.py");
+    std::fs::write(&script, PARITY_SCRIPT)?;
+    // The course model itself, whatever PRODML_MODEL says: the suite is this model's.
+    let models = chapters_code::assets::models_dir();
+    crate::fetch::fetch_all(&models)?;
+    let model = models.join(chapters_code::assets::MODEL.file_name);
+    if !model.is_file() {
+        bail!(
+            "the course model is not at {}: run `cargo xtask fetch-model`",
+            model.display()
+        );
+    }
+    let dir = chapters_code::parity::suite::suite_dir();
+    let ok = Command::new("python3")
+        .arg(&script)
+        .arg(&model)
+        .arg(dir.join("prompts.json"))
+        .arg(&dir)
+        .arg(&work)
+        .status()
+        .context("running python3 (the reference script needs Python 3 with pip and venv)")?
+        .success();
+    if !ok {
+        bail!("the parity reference script failed (its output is above)");
+    }
+    let mut written: Vec<PathBuf> = std::fs::read_dir(&dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("llama-"))
+        })
+        .collect();
+    written.sort();
+    Ok(written)
+}
+
 /// Best (prefill, decode) per thread count, over rounds.
 type Best = std::collections::BTreeMap<i64, (f64, f64)>;
 
