@@ -17,6 +17,7 @@
 //! | [`engine`] | continuous batching: scheduler, replay, engine thread |
 //! | [`serve`] | the OpenAI-compatible server (Serving API, Streaming) |
 //! | [`reference`] | llama.cpp's outputs we check against |
+//! | [`parity`] | llama.cpp's noise floor, and our engine against it (From prompt to tokens) |
 //! | [`kernels`] | dot products and matmul, scalar and SIMD (every chapter) |
 //! | [`assets`] | where the model and texts live |
 //! | [`demo`] | shared by every demo binary |
@@ -31,6 +32,7 @@ pub mod hw;
 pub mod kernels;
 pub mod kv;
 pub mod model;
+pub mod parity;
 pub mod quant;
 pub mod reference;
 pub mod sampling;

@@ -7,11 +7,13 @@ use chapters_code::demo::{
     Column, DemoArgs, ModelArgs, OutputMode, Provenance, Report, Table, progress,
 };
 use chapters_code::generate::{Request, default_stop_tokens, generate};
+use chapters_code::hw::SimdLevel;
 use chapters_code::hw::memory::ProcessMemory;
 use chapters_code::hw::roofline;
 use chapters_code::kernels::pool::{DEFAULT_SPIN, ThreadPool};
+use chapters_code::kernels::simd;
 use chapters_code::model::{KvCache, Llama, Logits};
-use chapters_code::reference;
+use chapters_code::parity;
 use chapters_code::sampling::{SamplingParams, argmax};
 use chapters_code::tokenizer::{ChatMessage, Tokenizer};
 use clap::Parser;
@@ -75,6 +77,24 @@ struct Cli {
     /// Print the text as it is generated (stdout mode).
     #[arg(long)]
     stream: bool,
+
+    /// With --verify: skip the check that the scalar path gives this SIMD path's bits (it runs
+    /// the suite a second time, with PRODML_SIMD=scalar, in a child process: minutes).
+    #[arg(long)]
+    no_simd_check: bool,
+
+    /// Print a fingerprint of the logits on the parity suite (teacher-forced on llama.cpp's
+    /// tokens) and exit: two SIMD paths with the same fingerprint computed the same bits.
+    #[arg(long)]
+    parity_digest: bool,
+
+    /// Prompts longer than this many tokens are left out of --parity-digest and the SIMD check.
+    #[arg(long, default_value_t = 4096)]
+    digest_max_prompt: usize,
+
+    /// Tokens of each llama.cpp run fed to the model for --parity-digest and the SIMD check.
+    #[arg(long, default_value_t = 128)]
+    digest_tokens: usize,
 }
 
 fn main() -> Result<()> {
@@ -102,6 +122,15 @@ fn main() -> Result<()> {
 
     if cli.demo.benchmark {
         return benchmark(&cli, &model, &tokenizer, &gguf, threads);
+    }
+    if cli.parity_digest {
+        let suite = parity::suite::Suite::load_default()?;
+        let (digest, prompts) = digest(&cli, &model, &pool, &suite)?;
+        println!(
+            "{}",
+            json!({ "simd": simd().to_string(), "digest": format!("{digest:016x}"), "prompts": prompts })
+        );
+        return Ok(());
     }
 
     let t = Instant::now();
@@ -151,7 +180,10 @@ fn main() -> Result<()> {
     }
     let memory = ProcessMemory::read();
 
-    let verified = cli.demo.verify.then(|| verify(&model, &tokenizer, &pool));
+    let verified = match cli.demo.verify {
+        true => Some(verify(&cli, &model, &tokenizer, &pool)?),
+        false => None,
+    };
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let mut stages = Table::new(
         "tgi-stages",
@@ -195,10 +227,12 @@ fn main() -> Result<()> {
         json!(format!("{} tokens", generation.generated_ids.len())),
     ]);
 
-    let mut tables = vec![stages];
-    if let Some((_, details)) = &verified {
-        tables.push(parity_table(details));
-    }
+    // With --verify, the parity suite's tables only: the stages of this one run are measured
+    // without it (the suite's minutes would not change them, but a table has one source).
+    let tables = match &verified {
+        Some(v) => v.tables.clone(),
+        None => vec![stages],
+    };
     let report = Report {
         demo: "tgi-architecture".into(),
         provenance: Provenance::current(),
@@ -216,10 +250,10 @@ fn main() -> Result<()> {
             },
             "tokens_per_s": { "prefill": generation.prefill_tokens_per_s(prompt_ids.len()), "decode": generation.decode_tokens_per_s() },
             "memory": memory,
-            "verify": verified.as_ref().map(|v| &v.1),
+            "verify": verified.as_ref().map(|v| &v.details),
         }),
         tables,
-        verified: verified.as_ref().map(|v| v.0),
+        verified: verified.as_ref().map(|v| v.ok),
     };
     report.emit(cli.demo.output, |out| {
         if !streaming {
@@ -241,127 +275,151 @@ fn main() -> Result<()> {
                 memory.rss_file_bytes.unwrap_or(0) as f64 / 1e6
             )?;
         }
-        if let Some((_, details)) = &verified {
-            writeln!(out, "{}", details["summary"].as_str().unwrap_or(""))?;
+        if let Some(v) = &verified {
+            for bar in &v.bars {
+                let verdict = if bar.holds { "OK    " } else { "NOT OK" };
+                writeln!(
+                    out,
+                    "{verdict} {} ({} against {})",
+                    bar.name, bar.measured, bar.limit
+                )?;
+            }
         }
         Ok(())
     })?;
-    if verified.is_some_and(|v| !v.0) {
+    if verified.as_ref().is_some_and(|v| !v.ok) {
         std::process::exit(1);
     }
     Ok(())
 }
 
-/// The parity check as a table for the chapter.
-fn parity_table(details: &serde_json::Value) -> Table {
-    let france = reference::france();
-    let mut t = Table::new(
-        "tgi-parity",
-        "Parity with llama.cpp on \"The capital of France is\" (greedy)",
-        vec![
-            Column::new("check", "Check"),
-            Column::new("ours", "chapters-code"),
-            Column::new("llama", "llama.cpp"),
-            Column::new("ok", "Identical / within 1e-2"),
-        ],
-    );
-    let top5 = details["top5"].as_array().cloned().unwrap_or_default();
-    let ours_ids: Vec<u64> = top5.iter().filter_map(|p| p[0].as_u64()).collect();
-    let ref_ids: Vec<u32> = france.last_pos_top5.iter().map(|p| p.0).collect();
-    let matching = details["greedy_matching"].as_u64().unwrap_or(0);
-    t.push(vec![
-        json!("greedy tokens identical"),
-        json!(format!("{matching} of {}", france.greedy_ids.len())),
-        json!(france.greedy_ids.len()),
-        json!(matching as usize == france.greedy_ids.len()),
-    ]);
-    t.push(vec![
-        json!("top-5 token ids, last prompt position"),
-        json!(format!("{ours_ids:?}")),
-        json!(format!("{ref_ids:?}")),
-        json!(
-            ours_ids
-                .iter()
-                .zip(&ref_ids)
-                .all(|(a, b)| *a == u64::from(*b))
-        ),
-    ]);
-    for (i, (p, r)) in top5.iter().zip(&france.last_pos_top5).enumerate() {
-        let ours = p[1].as_f64().unwrap_or(f64::NAN);
-        t.push(vec![
-            json!(format!("logit of top-{} token", i + 1)),
-            json!(format!("{ours:.4}")),
-            json!(format!("{:.4}", r.1)),
-            json!((ours - f64::from(r.1)).abs() < 1e-2),
-        ]);
-    }
-    t.push(vec![
-        json!("largest |logit difference| in the top 5"),
-        json!(format!(
-            "{:.5}",
-            details["max_logit_diff"].as_f64().unwrap_or(f64::NAN)
-        )),
-        json!("—"),
-        json!(details["max_logit_diff"].as_f64().is_some_and(|d| d < 1e-2)),
-    ]);
-    t
+/// What `--verify` found: the parity suite's tables and bars, and their JSON.
+struct Verified {
+    ok: bool,
+    bars: Vec<parity::Bar>,
+    tables: Vec<Table>,
+    details: serde_json::Value,
 }
 
-/// llm.c-style check against llama.cpp's reference: greedy ids and last-position logits.
-fn verify(model: &Llama, tokenizer: &Tokenizer, pool: &ThreadPool) -> (bool, serde_json::Value) {
-    let france = reference::france();
-    let prompt = tokenizer.encode(&france.prompt, true);
-    let mut cache = KvCache::new(&model.config);
-    let Ok(mut logits) = model.forward(pool, &mut cache, &prompt, Logits::Last) else {
-        return (false, json!({"summary": "NOT OK: the forward pass failed"}));
-    };
-    let mut order: Vec<usize> = (0..logits.len()).collect();
-    order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
-    let top5: Vec<(usize, f32)> = order[..5].iter().map(|&i| (i, logits[i])).collect();
-    let top5_ids_ok = top5
-        .iter()
-        .zip(&france.last_pos_top5)
-        .all(|(a, b)| a.0 as u32 == b.0);
-    let max_diff = top5
-        .iter()
-        .zip(&france.last_pos_top5)
-        .map(|(a, b)| (a.1 - b.1).abs())
-        .fold(0.0f32, f32::max);
-    let mut ids = Vec::new();
-    for _ in 0..france.greedy_ids.len() {
-        let next = argmax(&logits);
-        ids.push(next);
-        match model.forward(pool, &mut cache, &[next], Logits::Last) {
-            Ok(l) => logits = l,
-            Err(_) => break,
-        }
-    }
-    let matching = ids
-        .iter()
-        .zip(&france.greedy_ids)
-        .take_while(|(a, b)| a == b)
-        .count();
-    let ok = prompt == france.prompt_ids
-        && matching == france.greedy_ids.len()
-        && top5_ids_ok
-        && max_diff < 1e-2;
-    let summary = format!(
-        "verify against llama.cpp: {} — prompt ids {}, greedy {}/{} tokens identical, top-5 ids {}, max |logit diff| {:.4}",
-        if ok { "OK" } else { "NOT OK" },
-        if prompt == france.prompt_ids {
-            "identical"
-        } else {
-            "DIFFER"
-        },
-        matching,
-        france.greedy_ids.len(),
-        if top5_ids_ok { "identical" } else { "DIFFER" },
-        max_diff
+/// The logits fingerprint of this process's SIMD path on the suite.
+fn digest(
+    cli: &Cli,
+    model: &Llama,
+    pool: &ThreadPool,
+    suite: &parity::suite::Suite,
+) -> Result<(u64, usize)> {
+    let bar = progress::steps(
+        suite.prompts.len() as u64,
+        format!("logits digest ({})", simd()),
     );
-    (
+    let digest = parity::logits_digest(
+        model,
+        pool,
+        suite,
+        cli.digest_max_prompt,
+        cli.digest_tokens,
+        &mut |done, _| bar.set_position(done as u64),
+    )?;
+    bar.finish_and_clear();
+    Ok(digest)
+}
+
+/// The scalar path's fingerprint, from this binary run again with `PRODML_SIMD=scalar`.
+fn scalar_digest(cli: &Cli) -> Result<(String, usize)> {
+    let exe = std::env::current_exe().context("finding this program to run it again")?;
+    let out = std::process::Command::new(exe)
+        .env("PRODML_SIMD", "scalar")
+        .args(["--parity-digest", "--model"])
+        .arg(cli.run.model_path())
+        .args([
+            "--threads".to_string(),
+            cli.run.threads().to_string(),
+            "--digest-max-prompt".to_string(),
+            cli.digest_max_prompt.to_string(),
+            "--digest-tokens".to_string(),
+            cli.digest_tokens.to_string(),
+        ])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("running the scalar path")?;
+    if !out.status.success() {
+        bail!("the scalar run failed ({})", out.status);
+    }
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("the scalar run printed no digest")?;
+    Ok((
+        v["digest"].as_str().unwrap_or("?").to_string(),
+        v["prompts"].as_u64().unwrap_or(0) as usize,
+    ))
+}
+
+/// The parity suite: llama.cpp's noise floor and the engine inside it, and (unless
+/// `--no-simd-check`) the scalar path's bits against this one's.
+fn verify(cli: &Cli, model: &Llama, tokenizer: &Tokenizer, pool: &ThreadPool) -> Result<Verified> {
+    let suite = parity::suite::Suite::load_default()?;
+    let bar = progress::steps(suite.prompts.len() as u64, "parity suite");
+    let ours = parity::run_ours(model, tokenizer, pool, &suite, &mut |done, _| {
+        bar.set_position(done as u64)
+    })?;
+    bar.finish_and_clear();
+    let report = parity::Report::new(&suite, &ours);
+    let mut bars = report.bars();
+    let level = simd();
+    if level != SimdLevel::Scalar && !cli.no_simd_check {
+        let (mine, prompts) = digest(cli, model, pool, &suite)?;
+        let (scalar, scalar_prompts) = scalar_digest(cli)?;
+        let mine = format!("{mine:016x}");
+        bars.push(parity::Bar {
+            id: format!("simd-{level}"),
+            name: format!(
+                "the {level} path gives the scalar path's logits bit for bit, {prompts} prompts × {} tokens",
+                cli.digest_tokens
+            ),
+            measured: mine.clone(),
+            limit: scalar.clone(),
+            holds: mine == scalar && prompts == scalar_prompts,
+        });
+    }
+    let seqs = parity::invariance::sequences_from(&suite, 8, 600, 6);
+    let bar = progress::spinner("batch invariance: 8 sequences, every way, 1 and 2 threads");
+    let variants = parity::invariance::check(model, &seqs, &[1, 2])
+        .map_err(|e| anyhow::anyhow!("the batch-invariance check failed: {e}"))?;
+    bar.finish_and_clear();
+    let same = variants.iter().filter(|v| v.difference.is_none()).count();
+    bars.push(parity::Bar {
+        id: "batch-invariance".into(),
+        name: format!(
+            "a sequence's logits, the same bits alone, batched, chunked, through the prefix cache and at 1 or 2 threads ({} prompts of {}–{} tokens)",
+            seqs.len(),
+            seqs.iter().map(|s| s.prompt.len()).min().unwrap_or(0),
+            seqs.iter().map(|s| s.prompt.len()).max().unwrap_or(0)
+        ),
+        measured: format!("{same} of {} ways", variants.len()),
+        limit: format!("{} of {}", variants.len(), variants.len()),
+        holds: same == variants.len(),
+    });
+    let ok = bars.iter().all(|b| b.holds);
+    let details = json!({
+        "batch_invariance": variants.iter().map(|v| json!({"way": v.name, "first_difference": v.difference})).collect::<Vec<_>>(),
+        "ok": ok,
+        "floor": report.floor(),
+        "bars": bars.iter().map(|b| json!({"id": b.id, "bar": b.name, "measured": b.measured, "limit": b.limit, "holds": b.holds})).collect::<Vec<_>>(),
+        "divergences": report.ours.iter().map(|p| json!({"build": p.build, "at": p.agreement.divergences.iter().map(|d| json!({"prompt": d.prompt, "step": d.step, "margin_ours": d.margin_a, "margin_build": d.margin_b})).collect::<Vec<_>>()})).collect::<Vec<_>>(),
+    });
+    let mut tables = vec![
+        parity::tables::noise_floor(&report),
+        parity::tables::bars(&bars),
+    ];
+    if cli.demo.output == OutputMode::Json {
+        // The chart's data: 41 rows per comparison, for scripts and `cargo xtask bench`.
+        tables.push(parity::tables::quantiles(&report));
+    }
+    Ok(Verified {
         ok,
-        json!({ "summary": summary, "greedy_matching": matching, "top5": top5, "max_logit_diff": max_diff }),
-    )
+        tables,
+        bars,
+        details,
+    })
 }
 
 /// Prefills `prompt` into a fresh cache, then decodes `decode_tokens` greedily; returns
