@@ -46,7 +46,11 @@ pub const DEMOS: &[DemoJob] = &[
     },
     DemoJob {
         bin: "demo-tgi-architecture",
-        args: &["--output", "json", "--verify", "--threads", "1"],
+        args: &["--output", "json", "--threads", "1"],
+    },
+    DemoJob {
+        bin: "demo-tgi-architecture",
+        args: &["--output", "json", "--verify", "--max-tokens", "1"],
     },
     DemoJob {
         bin: "demo-perplexity",

@@ -13,7 +13,7 @@ pub fn html_dir(root: &Path) -> PathBuf {
 
 /// Rewrites every chapter's bench regions from `benchmarks/`; returns the files that changed.
 pub fn inject_all(root: &Path) -> Result<Vec<PathBuf>> {
-    let mut changed = Vec::new();
+    let mut changed = crate::charts::write_all(root)?;
     for chapter in checks::chapter_files(root)? {
         let path = root.join(checks::BOOK_SRC).join(&chapter);
         let text = std::fs::read_to_string(&path)?;

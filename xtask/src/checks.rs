@@ -48,6 +48,20 @@ pub fn run(root: &Path) -> Vec<Problem> {
         }
     };
     problems.extend(check_summary(root, &chapters));
+    match crate::charts::stale(root) {
+        Ok(stale) => problems.extend(stale.into_iter().map(|path| {
+            problem(
+                &path,
+                0,
+                "chart is stale: run `cargo xtask inject` (or `cargo xtask book`)",
+            )
+        })),
+        Err(e) => problems.push(problem(
+            Path::new("images/charts"),
+            0,
+            format!("cannot draw: {e:#}"),
+        )),
+    }
     problems.extend(check_wiring(root, &chapters));
     for chapter in &chapters {
         let file = Path::new(BOOK_SRC).join(chapter);

@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod bench_file;
 pub mod book;
+pub mod charts;
 pub mod checks;
 pub mod falsify;
 pub mod fetch;
