@@ -26,7 +26,7 @@ fn suite() -> Suite {
 }
 
 #[test]
-fn the_engine_stays_inside_llama_cpps_noise_floor_on_the_whole_suite() {
+fn the_engine_stays_inside_llama_cpps_noise_floor_and_computes_its_avx2_arithmetic_without_sgemm() {
     with_model(|model, tokenizer| {
         let suite = suite();
         let pool = ThreadPool::new(2);
@@ -48,25 +48,23 @@ fn the_engine_stays_inside_llama_cpps_noise_floor_on_the_whole_suite() {
             report.floor() > 0.0,
             "the builds differ: a floor of 0 would mean a broken suite"
         );
-    });
-}
 
-#[test]
-fn the_engine_computes_llama_cpps_avx2_arithmetic_without_sgemm() {
-    // llama.cpp's prompt processing uses llamafile's sgemm, which sums in another order than
-    // its decode; built without it, llama.cpp computes what our engine computes — to the
-    // 1e-4 the reference files keep.
-    with_model(|model, tokenizer| {
-        let suite = suite();
-        let Some(b) = suite.reference("avx2-nosgemm") else {
-            panic!("the suite has no avx2-nosgemm reference");
-        };
-        let pool = ThreadPool::new(2);
-        for (prompt, run) in suite.prompts.iter().zip(&b.prompts) {
-            let mut prefilled = Prefilled::new(model, &pool, &run.prompt_ids, 128).unwrap();
-            let logits = prefilled.forced_logits(&pool, &run.tokens).unwrap();
-            let ours = prefilled.log_probs_of(&logits, &run.top_ids);
-            for (k, (a, o)) in run.top_lps.iter().zip(&ours).enumerate() {
+        // llama.cpp's prompt processing uses llamafile's sgemm, which sums in another order than
+        // its decode; built without it, llama.cpp computes what our engine computes — to the
+        // 1e-4 the reference files keep, and the same greedy text on every prompt.
+        let b = suite
+            .references
+            .iter()
+            .position(|r| r.build == "avx2-nosgemm");
+        let b = b.expect("the suite has an avx2-nosgemm reference");
+        let (reference, (_, forced)) = (&suite.references[b], &ours.forced[b]);
+        for ((prompt, run), (ours_lps, greedy)) in suite
+            .prompts
+            .iter()
+            .zip(&reference.prompts)
+            .zip(forced.iter().zip(&ours.greedy))
+        {
+            for (k, (a, o)) in run.top_lps.iter().zip(ours_lps).enumerate() {
                 for (x, y) in a.iter().zip(o) {
                     assert!(
                         (x - y).abs() <= 0.6e-4,
@@ -75,9 +73,6 @@ fn the_engine_computes_llama_cpps_avx2_arithmetic_without_sgemm() {
                     );
                 }
             }
-            let greedy = prefilled
-                .greedy_after(&pool, tokenizer, 128, &run.tokens, &logits)
-                .unwrap();
             assert_eq!(greedy.tokens, run.tokens, "{}: greedy text", prompt.id);
         }
     });
@@ -92,7 +87,11 @@ fn the_greedy_shortcut_is_plain_greedy_decoding() {
         // the shortcut's logits until then, one decode step per token after.
         for id in ["french", "chat-multi-turn"] {
             let p = suite.prompts.iter().position(|p| p.id == id).unwrap();
-            for r in suite.references.iter().filter(|r| r.build != "avx2-nosgemm") {
+            for r in suite
+                .references
+                .iter()
+                .filter(|r| r.build != "avx2-nosgemm")
+            {
                 let run = &r.prompts[p];
                 let mut prefilled = Prefilled::new(model, &pool, &run.prompt_ids, 128).unwrap();
                 let plain = prefilled.greedy(&pool, tokenizer, 128).unwrap();
@@ -109,9 +108,9 @@ fn the_greedy_shortcut_is_plain_greedy_decoding() {
 #[test]
 fn batch_invariance_holds_bit_for_bit() {
     with_model(|model, _| {
-        // Eight prompts of 5 to ~500 tokens, six decoded tokens each, every way of running them,
-        // at 1, 2 and 3 threads.
-        let seqs = invariance::sequences_from(&suite(), 8, 600, 6);
+        // Eight prompts of 5 to ~250 tokens, six decoded tokens each, every way of running them,
+        // at 1, 2 and 3 threads (the demo's --verify runs prompts up to ~550 tokens).
+        let seqs = invariance::sequences_from(&suite(), 8, 250, 6);
         let lengths: Vec<usize> = seqs.iter().map(|s| s.prompt.len()).collect();
         eprintln!("prompt lengths {lengths:?}");
         assert_eq!(seqs.len(), 8);
@@ -148,7 +147,7 @@ fn every_simd_path_gives_the_scalar_paths_bits_on_the_suite() {
         eprintln!("SKIPPED: this CPU has no SIMD path, only the scalar one runs here");
         return;
     }
-    // Every prompt up to 300 tokens, 16 tokens teacher-forced (the whole suite at 128 tokens is
+    // Every prompt up to 120 tokens, 12 tokens teacher-forced (the whole suite at 128 tokens is
     // `demo-tgi-architecture --verify`, in `cargo xtask bench`).
     let digest = |simd: Option<&str>| {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_demo-tgi-architecture"));
@@ -181,7 +180,7 @@ fn every_simd_path_gives_the_scalar_paths_bits_on_the_suite() {
     );
     assert_eq!(scalar["simd"], "scalar");
     assert_ne!(fast["simd"], "scalar");
-    assert!(fast["prompts"].as_u64().unwrap() >= 40, "{fast}");
+    assert!(fast["prompts"].as_u64().unwrap() >= 30, "{fast}");
     assert_eq!(fast["digest"], scalar["digest"]);
     assert_eq!(fast["prompts"], scalar["prompts"]);
 }

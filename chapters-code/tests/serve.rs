@@ -601,3 +601,69 @@ async fn the_binary_drains_on_sigterm_and_exits_zero() {
         .unwrap();
     assert!(status.success(), "exit status {status}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_parity_suite_through_the_server_gives_llama_cpps_tokens_all_prompts_at_once() {
+    use chapters_code::parity::suite::Suite;
+    // Every prompt of the parity suite in flight at once (paged KV cache, continuous batching,
+    // chunked prefill): each answer is the first TOKENS of llama.cpp's AVX2 (no sgemm) greedy
+    // run, which our engine computes bit for bit alone (tests/parity.rs), with the
+    // log-probability of each of its tokens. (All 128 tokens of all 50 prompts at one thread
+    // took 7 minutes; the first 40 keep this test to a minute or two.)
+    const TOKENS: usize = 40;
+    let Some(s) = start(64, Duration::from_secs(900)).await else {
+        return;
+    };
+    let s = Arc::new(s);
+    let suite = Suite::load_default().unwrap();
+    let reference = suite.reference("avx2-nosgemm").unwrap().clone();
+    let tokenizer = chapters_code::tokenizer::Tokenizer::from_gguf(
+        &chapters_code::formats::Gguf::open(assets::model_path()).unwrap(),
+    )
+    .unwrap();
+    let mut tasks = Vec::new();
+    for run in &reference.prompts {
+        let s = Arc::clone(&s);
+        let body = json!({
+            "model": MODEL_ID, "prompt": run.prompt_ids, "max_tokens": TOKENS,
+            "temperature": 0, "logprobs": 1,
+        });
+        tasks.push(tokio::spawn(async move {
+            s.post("/v1/completions", &body).await
+        }));
+    }
+    for (run, task) in reference.prompts.iter().zip(tasks) {
+        let (status, r) = task.await.unwrap();
+        assert_eq!(status, 200, "{}: {r}", run.id);
+        let choice = &r["choices"][0];
+        // A run that ended on an end-of-generation token within TOKENS: the token is in the
+        // reference, not in the text.
+        let stops = chapters_code::generate::default_stop_tokens(&tokenizer);
+        let n = run.tokens.len();
+        let text_ids = match run.tokens.last() {
+            Some(last) if n <= TOKENS && stops.contains(last) => &run.tokens[..n - 1],
+            _ => &run.tokens[..n.min(TOKENS)],
+        };
+        assert_eq!(
+            choice["text"].as_str().unwrap(),
+            tokenizer.decode(text_ids, false),
+            "{}: text",
+            run.id
+        );
+        let lps = choice["logprobs"]["token_logprobs"].as_array().unwrap();
+        assert_eq!(
+            lps.len(),
+            text_ids.len(),
+            "{}: one log-probability per token",
+            run.id
+        );
+        for (k, lp) in lps.iter().enumerate() {
+            let (ours, theirs) = (lp.as_f64().unwrap(), run.top_lps[k][0]);
+            assert!(
+                (ours - theirs).abs() <= 1e-4,
+                "{} step {k}: {ours} vs {theirs}",
+                run.id
+            );
+        }
+    }
+}

@@ -9,8 +9,8 @@
 //!    the largest between two builds;
 //! 2. wherever our greedy text leaves a build's, that build's own top-2 margin there is within
 //!    the floor of (1): a choice the builds themselves could flip;
-//! 3. our greedy agreement with each SIMD build is at least the agreement of two SIMD builds
-//!    with each other.
+//! 3. our greedy agreement with each build is at least that build's agreement with another
+//!    llama.cpp build (the smallest: every build counts, as in the floor of (1)).
 //!
 //! What we guarantee beyond that, and llama.cpp does not, is tested elsewhere: the same bits on
 //! every SIMD path and for any batch (`tests/parity.rs`).
@@ -146,6 +146,8 @@ pub fn logits_digest(
 pub struct Pair {
     /// `llama.cpp <a>` or `chapters-code`.
     pub engine: String,
+    /// The build of `engine` when it is llama.cpp.
+    pub engine_build: Option<String>,
     /// The build it is compared with.
     pub build: String,
     pub deltas: Distribution,
@@ -162,8 +164,6 @@ pub struct Report {
     pub prefill_vs_decode: Vec<Pair>,
     /// The book's engine against each build.
     pub ours: Vec<Pair>,
-    /// Names of the builds that differ in SIMD level (not only in a switch like sgemm).
-    pub simd_builds: Vec<String>,
     pub prompts: usize,
     pub same_prompt_ids: usize,
 }
@@ -190,11 +190,6 @@ fn top_lps(runs: &[RefRun]) -> Vec<Vec<[f64; 5]>> {
     runs.iter().map(|r| r.top_lps.clone()).collect()
 }
 
-/// Whether a build name is a SIMD level of its own (`avx2-nosgemm` only switches sgemm off).
-pub fn is_simd_build(name: &str) -> bool {
-    !name.contains('-')
-}
-
 impl Report {
     pub fn new(suite: &Suite, ours: &OursOnSuite) -> Report {
         let ids: Vec<String> = suite.prompts.iter().map(|p| p.id.clone()).collect();
@@ -207,6 +202,7 @@ impl Report {
                 };
                 between_builds.push(Pair {
                     engine: format!("llama.cpp {}", r.build),
+                    engine_build: Some(r.build.clone()),
                     build: other.clone(),
                     deltas: deltas(&top_lps(&o.prompts), forced),
                     agreement: agreement(ref_views(&ids, &r.prompts), ref_views(&ids, &o.prompts)),
@@ -215,6 +211,7 @@ impl Report {
             if !r.prefill.is_empty() {
                 prefill_vs_decode.push(Pair {
                     engine: format!("llama.cpp {} (one-pass prefill)", r.build),
+                    engine_build: Some(r.build.clone()),
                     build: r.build.clone(),
                     deltas: deltas(&top_lps(&r.prompts), &r.prefill),
                     agreement: Agreement::default(),
@@ -233,6 +230,7 @@ impl Report {
             .zip(&ours.forced)
             .map(|(r, (_, forced))| Pair {
                 engine: "chapters-code".into(),
+                engine_build: None,
                 build: r.build.clone(),
                 deltas: deltas(&top_lps(&r.prompts), forced),
                 agreement: agreement(our_views(), ref_views(&ids, &r.prompts)),
@@ -242,12 +240,6 @@ impl Report {
             between_builds,
             prefill_vs_decode,
             ours: ours_pairs,
-            simd_builds: suite
-                .references
-                .iter()
-                .map(|r| r.build.clone())
-                .filter(|b| is_simd_build(b))
-                .collect(),
             prompts: suite.prompts.len(),
             same_prompt_ids: ours.same_prompt_ids.iter().filter(|&&s| s).count(),
         }
@@ -261,18 +253,13 @@ impl Report {
             .fold(0.0, f64::max)
     }
 
-    /// The greedy agreement (tokens, whole suite) between two SIMD builds, the smallest over
-    /// the pairs that include `build`; `None` without a second SIMD build.
+    /// The greedy agreement (tokens, whole suite) of `build` with another llama.cpp build, the
+    /// smallest over the other builds (every build counts, as in the floor of |Δ|); `None`
+    /// without a second build.
     pub fn builds_agreement(&self, build: &str) -> Option<usize> {
         self.between_builds
             .iter()
-            .filter(|p| {
-                is_simd_build(&p.build)
-                    && p.engine
-                        .strip_prefix("llama.cpp ")
-                        .is_some_and(is_simd_build)
-                    && (p.build == build || p.engine.ends_with(build))
-            })
+            .filter(|p| p.build == build || p.engine_build.as_deref() == Some(build))
             .map(|p| p.agreement.total())
             .min()
     }
@@ -320,12 +307,12 @@ impl Report {
                 margin <= floor,
             ),
         ];
-        for p in self.ours.iter().filter(|p| is_simd_build(&p.build)) {
+        for p in &self.ours {
             if let Some(theirs) = self.builds_agreement(&p.build) {
                 bars.push(bar(
                     format!("agreement-{}", p.build),
                     format!(
-                        "greedy tokens shared with llama.cpp {}, at least its builds' with each other",
+                        "greedy tokens shared with llama.cpp {}, at least its fewest with another llama.cpp build",
                         p.build
                     ),
                     p.agreement.total().to_string(),

@@ -1,6 +1,7 @@
 //! The parity suite on disk: the prompts (`tests/parity/prompts.json`) and, per llama.cpp
-//! build, its reference outputs (`tests/parity/llama-<build>.json`), both written by scripts
-//! committed beside them (`make_prompts.py`, `xtask/src/peers/parity_reference.py`).
+//! build, its reference outputs (`tests/parity/llama-<build>.json.gz`, gzipped JSON), both
+//! written by scripts committed beside them (`make_prompts.py`,
+//! `xtask/src/peers/parity_reference.py`).
 
 use crate::tokenizer::{ChatMessage, TokenId};
 use serde::Deserialize;
@@ -24,7 +25,7 @@ pub enum SuiteError {
         source: serde_json::Error,
     },
     #[error(
-        "no llama.cpp reference files (llama-*.json) in {0}: run `cargo xtask parity-reference`"
+        "no llama.cpp reference files (llama-*.json.gz) in {0}: run `cargo xtask parity-reference`"
     )]
     NoReferences(PathBuf),
     #[error("{0}")]
@@ -65,7 +66,7 @@ pub struct RefRun {
 /// Per prompt, per step: one build's log-probabilities of another run's top-5 ids.
 pub type Forced = Vec<Vec<[f64; TOP]>>;
 
-/// One llama.cpp build's reference file.
+/// One llama.cpp build's reference file (`llama-<build>.json.gz`).
 #[derive(Debug, Clone, Deserialize)]
 pub struct Reference {
     /// The build's name: `avx2`, `avx`, `avx2-nosgemm`, `avx512`, ...
@@ -98,7 +99,20 @@ pub fn suite_dir() -> PathBuf {
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, SuiteError> {
-    let text = std::fs::read_to_string(path).map_err(|source| SuiteError::Read {
+    let read = || -> std::io::Result<String> {
+        let bytes = std::fs::read(path)?;
+        if path.extension().is_some_and(|e| e == "gz") {
+            let mut text = String::new();
+            std::io::Read::read_to_string(
+                &mut flate2::read::GzDecoder::new(&bytes[..]),
+                &mut text,
+            )?;
+            Ok(text)
+        } else {
+            String::from_utf8(bytes).map_err(std::io::Error::other)
+        }
+    };
+    let text = read().map_err(|source| SuiteError::Read {
         path: path.into(),
         source,
     })?;
@@ -122,7 +136,7 @@ impl Suite {
             .filter(|p| {
                 p.file_name()
                     .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("llama-") && n.ends_with(".json"))
+                    .is_some_and(|n| n.starts_with("llama-") && n.ends_with(".json.gz"))
             })
             .collect();
         paths.sort();

@@ -23,6 +23,7 @@ As a worker, in one of three phases:
 
 usage: parity_reference.py MODEL PROMPTS OUT_DIR WORK_DIR
 """
+import gzip
 import json
 import os
 import sys
@@ -112,7 +113,7 @@ def orchestrate(model, prompts, out_dir, work):
              "--target", "llama"])
         stamp.write_text(" ".join(flags))
     out_dir.mkdir(parents=True, exist_ok=True)
-    outs = {name: out_dir / f"llama-{name}.json" for name, _ in builds}
+    outs = {name: out_dir / f"llama-{name}.json.gz" for name, _ in builds}
 
     def worker(phase, name, flags, *against):
         env = dict(os.environ, PRODML_PARITY_WORKER="1", PYTHONPATH=str(src),
@@ -212,6 +213,18 @@ def one_batch(m, ids, tokens, ask):
     return out
 
 
+def read(path):
+    with gzip.open(path, "rt") as f:
+        return json.load(f)
+
+
+def write(path, result):
+    """Gzipped compact JSON, byte-for-byte reproducible (no time stamp in the gzip header)."""
+    with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0,
+                                               filename="") as gz:
+        gz.write((json.dumps(result, separators=(",", ":")) + "\n").encode())
+
+
 def main():
     if "PRODML_PARITY_WORKER" not in os.environ:
         model, prompts, out_dir, work = map(pathlib.Path, sys.argv[1:5])
@@ -243,23 +256,21 @@ def main():
             "prompts": rows,
         }
     else:
-        result = json.load(open(out_path))
+        result = read(out_path)
         if phase == "prefill":
             result["prefill"] = [one_batch(m, r["prompt_ids"], r["tokens"], r["top_ids"])
                                  for r in result["prompts"]]
         elif phase == "cross":
             cross = result.setdefault("cross", {})
             for other_path in against:
-                other = json.load(open(other_path))
+                other = read(other_path)
                 cross[other["build"]] = [
                     teacher_forced(m, r["prompt_ids"], r["tokens"], r["top_ids"])
                     for r in other["prompts"]]
                 print(f"[{name}] teacher-forced on {other['build']}", file=sys.stderr)
         else:
             sys.exit(f"unknown phase {phase}")
-    with open(out_path, "w") as f:
-        json.dump(result, f, separators=(",", ":"))
-        f.write("\n")
+    write(out_path, result)
 
 
 if __name__ == "__main__":
