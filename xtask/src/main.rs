@@ -49,7 +49,7 @@ enum Cmd {
     /// Test the book's claims against benchmarks/ and write the falsification scorecard.
     Falsify,
     /// Regenerate llama.cpp's reference outputs for the parity suite
-    /// (chapters-code/tests/parity/llama-*.json): builds llama.cpp from the pinned
+    /// (chapters-code/tests/parity/llama-*.json.gz): builds llama.cpp from the pinned
     /// llama-cpp-python sdist once per SIMD level this CPU runs, then runs the suite on each
     /// build (about an hour on two cores; the builds are kept in target/peers/parity).
     ParityReference,
