@@ -605,6 +605,7 @@ async fn the_binary_drains_on_sigterm_and_exits_zero() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_parity_suite_through_the_server_gives_llama_cpps_tokens_all_prompts_at_once() {
     use chapters_code::parity::suite::Suite;
+    use chapters_code::serve::json::token_label;
     // Every prompt of the parity suite in flight at once (paged KV cache, continuous batching,
     // chunked prefill): each answer is the first TOKENS of llama.cpp's AVX2 (no sgemm) greedy
     // run, which our engine computes bit for bit alone (tests/parity.rs), with the
@@ -626,7 +627,7 @@ async fn the_parity_suite_through_the_server_gives_llama_cpps_tokens_all_prompts
         let s = Arc::clone(&s);
         let body = json!({
             "model": MODEL_ID, "prompt": run.prompt_ids, "max_tokens": TOKENS,
-            "temperature": 0, "logprobs": 1,
+            "temperature": 0, "logprobs": 5,
         });
         tasks.push(tokio::spawn(async move {
             s.post("/v1/completions", &body).await
@@ -664,6 +665,22 @@ async fn the_parity_suite_through_the_server_gives_llama_cpps_tokens_all_prompts
                 "{} step {k}: {ours} vs {theirs}",
                 run.id
             );
+        }
+        // The five alternatives by name, lone bytes included (emoji and CJK steps have several
+        // in their top five: each keeps its own name, `bytes:\xf0`, instead of all being U+FFFD).
+        let tops = choice["logprobs"]["top_logprobs"].as_array().unwrap();
+        for (k, top) in tops.iter().enumerate() {
+            let top = top.as_object().unwrap();
+            assert_eq!(top.len(), 5, "{} step {k}: {top:?}", run.id);
+            for (&id, &theirs) in run.top_ids[k].iter().zip(&run.top_lps[k]) {
+                let name = token_label(&tokenizer.token_bytes(id, true));
+                let ours = top.get(&name).and_then(|v| v.as_f64());
+                assert!(
+                    ours.is_some_and(|ours| (ours - theirs).abs() <= 1e-4),
+                    "{} step {k}: llama.cpp's {name:?} at {theirs}, ours {ours:?}",
+                    run.id
+                );
+            }
         }
     }
 }

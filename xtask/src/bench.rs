@@ -221,7 +221,12 @@ pub fn run(root: &Path, filter: Option<&str>) -> Result<Vec<PathBuf>> {
             written.push(file.save(root)?);
         }
     }
-    for job in DEMOS.iter().filter(|j| wanted(j.bin)) {
+    // A demo job is wanted by its binary's name or by its whole command (`bin args…`), so
+    // that one of a binary's several jobs can be re-run alone.
+    for job in DEMOS
+        .iter()
+        .filter(|j| wanted(j.bin) || wanted(&format!("{} {}", j.bin, j.args.join(" "))))
+    {
         let report = run_demo(root, job)?;
         for table in report.tables {
             let file = BenchFile {

@@ -118,7 +118,7 @@ pub const CLAIMS: &[Claim] = &[
     Claim {
         id: "TGI-2",
         chapter: "From prompt to tokens",
-        statement: "Where our greedy text leaves a llama.cpp build's, that build's own top-2 margin is within the noise floor, and our greedy agreement with each SIMD build is at least the builds' with each other",
+        statement: "Where our greedy text leaves a llama.cpp build's, that build's own top-2 margin is within the noise floor, and our greedy agreement with each build is at least that build's least with another llama.cpp build",
         check: |root| parity_bars(root, |id| id == "margin" || id.starts_with("agreement-")),
     },
     Claim {

@@ -27,7 +27,8 @@ enum Cmd {
     /// Measure: run the criterion benches and the demos' --benchmark modes, write
     /// benchmarks/*.json with provenance, re-inject the chapters, update the scorecard.
     Bench {
-        /// Only jobs whose table or binary name contains this text.
+        /// Only jobs whose table or binary name, or whose command (`demo-x --flag …`), contains
+        /// this text.
         #[arg(long)]
         only: Option<String>,
         /// Also measure a peer on the same machine and workload (`llama-cpp`: builds

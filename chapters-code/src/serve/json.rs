@@ -61,11 +61,24 @@ pub fn usage(f: &Finish) -> Value {
     })
 }
 
-/// The text of a token as a client sees it (bytes that are not UTF-8 on their own become
-/// U+FFFD; `bytes` carries them exactly).
+/// How a token is named in log-probabilities: its text when its bytes are UTF-8 on their own,
+/// else `bytes:\xf0\x9f` (OpenAI's spelling), so that the lone bytes emoji and CJK text are
+/// made of keep distinct names. (Lossy text would name them all U+FFFD, and the completions
+/// endpoint's `top_logprobs`, a map keyed by name, would keep one of them.)
+pub fn token_label(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => text.to_string(),
+        Err(_) => bytes.iter().fold(String::from("bytes:"), |mut s, b| {
+            s.push_str(&format!("\\x{b:02x}"));
+            s
+        }),
+    }
+}
+
+/// A token's name for log-probabilities ([`token_label`]) and its exact bytes.
 fn token_text(tokenizer: &Tokenizer, id: u32) -> (String, Vec<u8>) {
     let bytes = tokenizer.token_bytes(id, true);
-    (String::from_utf8_lossy(&bytes).into_owned(), bytes)
+    (token_label(&bytes), bytes)
 }
 
 /// Log-probabilities of some tokens, in the endpoint's format.
@@ -101,10 +114,11 @@ pub fn logprobs(
             let mut offsets = Vec::new();
             let mut offset = text_offset;
             for lp in items {
-                let (text, _) = token_text(tokenizer, lp.token);
+                // Offsets count the bytes of the text, which a token's name need not spell.
+                let (name, bytes) = token_text(tokenizer, lp.token);
                 offsets.push(offset);
-                offset += text.len();
-                tokens.push(text);
+                offset += bytes.len();
+                tokens.push(name);
                 token_logprobs.push(lp.logprob);
                 let alternatives: serde_json::Map<String, Value> = lp
                     .top
@@ -193,3 +207,17 @@ pub fn usage_chunk(env: &Envelope, finish: &Finish) -> Value {
     chunk
 }
 // ANCHOR_END: chunks
+
+#[cfg(test)]
+mod tests {
+    use super::token_label;
+
+    #[test]
+    fn lone_bytes_keep_distinct_names_and_text_keeps_its_own() {
+        assert_eq!(token_label(b" Paris"), " Paris");
+        assert_eq!(token_label("é".as_bytes()), "é");
+        assert_eq!(token_label(&[0xf0]), "bytes:\\xf0");
+        assert_eq!(token_label(&[0xf0, 0x9f]), "bytes:\\xf0\\x9f");
+        assert_ne!(token_label(&[0xf0]), token_label(&[0xf1]));
+    }
+}
