@@ -134,17 +134,20 @@ fn main() -> Result<()> {
     }
 
     let t = Instant::now();
-    let prompt_text = if cli.chat {
+    // --chat: the template's markers are special tokens, the user's text never is.
+    let (prompt_text, prompt_ids) = if cli.chat {
         let mut messages = Vec::new();
         if let Some(system) = &cli.system {
             messages.push(ChatMessage::new("system", system));
         }
         messages.push(ChatMessage::new("user", &cli.prompt));
-        tokenizer.apply_chat_template(&messages, true)?
+        (
+            tokenizer.apply_chat_template(&messages, true)?,
+            tokenizer.encode_chat(&messages, true)?,
+        )
     } else {
-        cli.prompt.clone()
+        (cli.prompt.clone(), tokenizer.encode(&cli.prompt, true))
     };
-    let prompt_ids = tokenizer.encode(&prompt_text, true);
     let tokenize = t.elapsed();
     if prompt_ids.is_empty() {
         bail!("the prompt is empty: give some text with --prompt");

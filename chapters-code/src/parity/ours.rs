@@ -54,17 +54,18 @@ impl<'a> LogProbs<'a> {
 }
 
 /// The prompt's token ids: raw text with special tokens parsed (as llama.cpp's completion tools
-/// do), a conversation through the model's chat template with a generation prompt.
+/// do), a conversation through the model's chat template with a generation prompt (its
+/// content never parsed for special tokens; the suite's content spells none, so the ids are
+/// llama.cpp's).
 pub fn prompt_ids(
     tokenizer: &Tokenizer,
     prompt: &Prompt,
 ) -> Result<Vec<TokenId>, ChatTemplateError> {
-    let text = match (&prompt.text, &prompt.messages) {
-        (Some(text), _) => text.clone(),
-        (None, Some(messages)) => tokenizer.apply_chat_template(messages, true)?,
-        (None, None) => String::new(),
-    };
-    Ok(tokenizer.encode(&text, true))
+    match (&prompt.text, &prompt.messages) {
+        (Some(text), _) => Ok(tokenizer.encode(text, true)),
+        (None, Some(messages)) => tokenizer.encode_chat(messages, true),
+        (None, None) => Ok(Vec::new()),
+    }
 }
 
 /// A greedy run: the same shape as a reference's.

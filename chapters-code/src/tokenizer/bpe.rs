@@ -9,6 +9,7 @@ use super::pretokenize::{self, PreTokenizer};
 use crate::formats::{Gguf, GgufError};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::ops::Range;
 
 /// Token id.
 pub type TokenId = u32;
@@ -77,7 +78,13 @@ pub struct Tokenizer {
     char_bytes: HashMap<char, u8>,
     /// Special tokens by text, longest first (so the longest match wins).
     specials: Vec<(String, TokenId)>,
+    /// For each first byte, the indices into `specials` of the tokens starting with it
+    /// (longest first): the special-token scan looks only where one can start.
+    specials_by_first_byte: Vec<Vec<usize>>,
     pre: PreTokenizer,
+    /// The most bytes of text one token can stand for, when every byte has a token (or
+    /// `<unk>`): a text of `n` bytes then needs at least `n / longest` tokens.
+    longest_token_bytes: Option<usize>,
     pub bos: Option<TokenId>,
     pub eos: Option<TokenId>,
     pub unknown: Option<TokenId>,
@@ -206,6 +213,13 @@ impl Tokenizer {
             .map(|(i, t)| (t.clone(), i as TokenId))
             .collect();
         specials.sort_by_key(|(t, _)| Reverse(t.len()));
+        let mut specials_by_first_byte = vec![Vec::new(); 256];
+        for (i, (text, _)) in specials.iter().enumerate() {
+            specials_by_first_byte[text.as_bytes()[0] as usize].push(i);
+        }
+        let every_byte_encodes = unknown.is_some() || byte_tokens.iter().all(Option::is_some);
+        let longest_token_bytes =
+            every_byte_encodes.then(|| tokens.iter().map(String::len).max().unwrap_or(1).max(1));
         Ok(Tokenizer {
             tokens,
             kinds,
@@ -214,7 +228,9 @@ impl Tokenizer {
             byte_tokens,
             char_bytes,
             specials,
+            specials_by_first_byte,
             pre: PreTokenizer::new(split_digits),
+            longest_token_bytes,
             bos,
             eos,
             unknown,
@@ -226,6 +242,13 @@ impl Tokenizer {
     /// Number of tokens in the vocabulary.
     pub fn vocab_size(&self) -> usize {
         self.tokens.len()
+    }
+
+    /// The most bytes of text one token stands for (a token's vocabulary string is never
+    /// shorter than its bytes), or `None` if some byte has no token: then a text's byte length
+    /// bounds nothing. The server refuses a prompt too long by this bound before tokenizing it.
+    pub fn longest_token_bytes(&self) -> Option<usize> {
+        self.longest_token_bytes
     }
 
     /// The vocabulary string of a token (byte-level characters), if the id exists.
@@ -247,25 +270,30 @@ impl Tokenizer {
     /// Token ids of `text`. With `parse_special`, the text of special tokens (`<|im_start|>`)
     /// becomes those tokens; without, it is ordinary text. No BOS is added here.
     pub fn encode(&self, text: &str, parse_special: bool) -> Vec<TokenId> {
+        self.encode_with_text_ranges(text, parse_special.then_some(&[]))
+    }
+
+    /// Token ids of `text`, parsing special tokens everywhere except inside `text_ranges`
+    /// (byte ranges, sorted and disjoint), where their spelling is ordinary text; `None`
+    /// parses no specials at all. The chat encoder passes the messages' content here, so that
+    /// only the template's own markers become control tokens. Linear in `text.len()`.
+    pub fn encode_with_text_ranges(
+        &self,
+        text: &str,
+        text_ranges: Option<&[Range<usize>]>,
+    ) -> Vec<TokenId> {
         let mut ids = Vec::with_capacity(text.len() / 3);
-        let mut rest = text;
-        while !rest.is_empty() {
-            let next_special = if parse_special {
-                self.find_special(rest)
-            } else {
-                None
-            };
-            let (plain, special) = match next_special {
-                Some((at, len, id)) => (&rest[..at], Some((len, id))),
-                None => (rest, None),
-            };
-            for piece in self.pre.split(plain) {
+        let mut pos = 0;
+        while pos < text.len() {
+            let special = text_ranges.and_then(|r| self.find_special(text, pos, r));
+            let plain_end = special.map_or(text.len(), |(at, _, _)| at);
+            for piece in self.pre.split(&text[pos..plain_end]) {
                 self.encode_piece(piece, &mut ids);
             }
             match special {
-                Some((len, id)) => {
+                Some((at, len, id)) => {
                     ids.push(id);
-                    rest = &rest[plain.len() + len..];
+                    pos = at + len;
                 }
                 None => break,
             }
@@ -274,22 +302,32 @@ impl Tokenizer {
     }
     // ANCHOR_END: encode
 
-    /// Earliest special token in `text`, longest at that position: (byte offset, length, id).
-    fn find_special(&self, text: &str) -> Option<(usize, usize, TokenId)> {
-        let mut best: Option<(usize, usize, TokenId)> = None;
-        for (s, id) in &self.specials {
-            if let Some(at) = text.find(s.as_str()) {
-                let better = match best {
-                    None => true,
-                    Some((b_at, b_len, _)) => at < b_at || (at == b_at && s.len() > b_len),
-                };
-                if better {
-                    best = Some((at, s.len(), *id));
+    // ANCHOR: find_special
+    /// The earliest special token in `text[from..]` that overlaps none of `text_ranges`,
+    /// longest at that position: (byte offset, length, id). One pass over the bytes; at each
+    /// byte only the specials that start with it are tried, so the whole encode stays linear
+    /// even for a body made of nothing but `<|im_end|>`.
+    fn find_special(
+        &self,
+        text: &str,
+        from: usize,
+        text_ranges: &[Range<usize>],
+    ) -> Option<(usize, usize, TokenId)> {
+        let bytes = text.as_bytes();
+        for at in from..bytes.len() {
+            for &i in &self.specials_by_first_byte[bytes[at] as usize] {
+                let (special, id) = &self.specials[i];
+                let end = at + special.len();
+                if bytes[at..].starts_with(special.as_bytes())
+                    && !overlaps_any(text_ranges, at..end)
+                {
+                    return Some((at, special.len(), *id));
                 }
             }
         }
-        best
+        None
     }
+    // ANCHOR_END: find_special
 
     // ANCHOR: merge
     /// BPE on one piece: start from one token per byte, then repeatedly merge the adjacent
@@ -374,4 +412,11 @@ impl Tokenizer {
             .collect();
         String::from_utf8_lossy(&bytes).into_owned()
     }
+}
+
+/// Whether `span` shares a byte with any of `ranges` (sorted, disjoint).
+fn overlaps_any(ranges: &[Range<usize>], span: Range<usize>) -> bool {
+    // The first range ending after the span starts is the only one that can overlap it.
+    let i = ranges.partition_point(|r| r.end <= span.start);
+    ranges.get(i).is_some_and(|r| r.start < span.end)
 }
