@@ -113,14 +113,7 @@ impl StopMatcher {
         let keep = self
             .stops
             .iter()
-            .flat_map(|s| {
-                (1..s.len())
-                    .rev()
-                    .filter(|&n| s.is_char_boundary(n))
-                    .map(move |n| &s[..n])
-            })
-            .filter(|prefix| self.held.ends_with(prefix))
-            .map(str::len)
+            .map(|s| longest_tail_prefix(&self.held, s))
             .max()
             .unwrap_or(0);
         let cut = self.held.len() - keep;
@@ -135,6 +128,42 @@ impl StopMatcher {
     }
 }
 // ANCHOR_END: stop_matcher
+
+// ANCHOR: tail_prefix
+/// The length of the longest tail of `held` that is a proper prefix of `stop`, in
+/// O(`stop.len()`) with the Knuth–Morris–Pratt failure function of `stop` run over the last
+/// `stop.len() - 1` bytes of `held` (so per token the matcher costs the stop strings' length,
+/// not its square). The tail starts with the first byte of `stop`, a character's first byte,
+/// so it is whole characters: a cut there is a character boundary.
+fn longest_tail_prefix(held: &str, stop: &str) -> usize {
+    let (s, h) = (stop.as_bytes(), held.as_bytes());
+    if s.len() < 2 {
+        return 0;
+    }
+    // fail[i]: length of the longest proper prefix of s[..=i] that is also its suffix.
+    let mut fail = vec![0usize; s.len()];
+    let mut k = 0;
+    for i in 1..s.len() {
+        while k > 0 && s[i] != s[k] {
+            k = fail[k - 1];
+        }
+        if s[i] == s[k] {
+            k += 1;
+        }
+        fail[i] = k;
+    }
+    let mut matched = 0;
+    for &b in &h[h.len().saturating_sub(s.len() - 1)..] {
+        while matched > 0 && (matched == s.len() || b != s[matched]) {
+            matched = fail[matched - 1];
+        }
+        if b == s[matched] {
+            matched += 1;
+        }
+    }
+    matched.min(s.len() - 1)
+}
+// ANCHOR_END: tail_prefix
 
 // ANCHOR: generate
 /// Runs `request` on a fresh KV cache. `on_text` receives the text as it is produced (never a
@@ -251,5 +280,43 @@ mod tests {
     fn the_earliest_stop_string_wins() {
         let mut m = StopMatcher::new(&["b".to_string(), "abc".to_string()]);
         assert_eq!(m.push("xxabc"), ("xx".to_string(), true));
+    }
+
+    /// The quadratic definition the KMP version replaces: every proper prefix, longest first.
+    fn naive_tail_prefix(held: &str, stop: &str) -> usize {
+        (1..stop.len())
+            .rev()
+            .filter(|&n| stop.is_char_boundary(n))
+            .find(|&n| held.ends_with(&stop[..n]))
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn the_linear_tail_match_agrees_with_the_naive_one() {
+        // Small alphabets (with a two-byte and a three-byte character) make overlaps common.
+        let alphabet = ['a', 'b', 'é', '€'];
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut pick = |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        let word = |pick: &mut dyn FnMut(usize) -> usize, max: usize| -> String {
+            let len = pick(max + 1);
+            (0..len).map(|_| alphabet[pick(alphabet.len())]).collect()
+        };
+        for _ in 0..20_000 {
+            let held = word(&mut pick, 12);
+            let stop = word(&mut pick, 6);
+            if held.contains(&stop) && !stop.is_empty() {
+                continue; // push() cuts at a full match before it asks for a tail
+            }
+            assert_eq!(
+                longest_tail_prefix(&held, &stop),
+                naive_tail_prefix(&held, &stop),
+                "held {held:?}, stop {stop:?}"
+            );
+        }
     }
 }

@@ -79,6 +79,20 @@ impl EventSink for Channels {
     }
 }
 
+/// Refuses a KV budget larger than the memory this process can count on (`usable`, when the
+/// OS says), before anything is allocated: an allocation that large would abort the process.
+pub fn check_kv_budget(budget_bytes: usize, usable: Option<u64>) -> Result<(), ModelError> {
+    match usable {
+        Some(usable) if budget_bytes as u64 > usable => Err(ModelError::BadConfig(format!(
+            "a KV cache of {} MiB is more than the {} MiB of memory available here; \
+             give a smaller KV budget (the server's --kv-mib)",
+            budget_bytes >> 20,
+            usable >> 20
+        ))),
+        _ => Ok(()),
+    }
+}
+
 impl Runner {
     /// Loads the model from `gguf` on a new thread and starts stepping. `max_in_flight`
     /// bounds queue + batch: more requests are refused (429).
@@ -90,14 +104,18 @@ impl Runner {
     ) -> Result<Runner, ModelError> {
         // Validate on this thread so that errors reach the caller.
         let probe = Llama::load(&gguf)?;
-        let max_prompt_tokens = {
-            let pool = crate::kv::BlockPool::with_budget(
-                &probe.config,
-                config.block_tokens,
-                config.kv_budget_bytes,
-            );
-            (pool.total_blocks() * config.block_tokens).min(probe.config.context_length) - 1
-        };
+        check_kv_budget(
+            config.kv_budget_bytes,
+            crate::hw::MemoryInfo::detect().usable_bytes(),
+        )?;
+        let blocks = crate::kv::BlockPool::blocks_in_budget(
+            &probe.config,
+            config.block_tokens,
+            config.kv_budget_bytes,
+        );
+        // from_gguf refuses a context length of 0, so this cannot wrap.
+        let max_prompt_tokens =
+            (blocks * config.block_tokens.max(1)).min(probe.config.context_length) - 1;
         drop(probe);
         let tokenizer =
             Tokenizer::from_gguf(&gguf).map_err(|e| ModelError::BadConfig(e.to_string()))?;

@@ -36,8 +36,20 @@ impl BlockPool {
         block_tokens: usize,
         budget_bytes: usize,
     ) -> BlockPool {
-        let n = (budget_bytes / Self::bytes_per_block(config, block_tokens.max(1))).max(1);
-        Self::new(config, block_tokens, n)
+        Self::new(
+            config,
+            block_tokens,
+            Self::blocks_in_budget(config, block_tokens, budget_bytes),
+        )
+    }
+
+    /// How many blocks `budget_bytes` buys (at least one), without allocating them.
+    pub fn blocks_in_budget(
+        config: &LlamaConfig,
+        block_tokens: usize,
+        budget_bytes: usize,
+    ) -> usize {
+        (budget_bytes / Self::bytes_per_block(config, block_tokens.max(1))).max(1)
     }
 
     /// A pool of `n_blocks` blocks of `block_tokens` positions.

@@ -97,6 +97,13 @@ impl LlamaConfig {
             Some(_) => int("vocab_size")?,
             None => g.get_str_array("tokenizer.ggml.tokens")?.len(),
         };
+        let context_length = int("context_length")?;
+        if context_length == 0 {
+            return Err(ModelError::BadConfig(format!(
+                "`{arch}.context_length` is 0: the model could not hold a single token; \
+                 set it to the length the model was trained for (e.g. 2048 or 8192) in the file"
+            )));
+        }
         Ok(LlamaConfig {
             n_layers: int("block_count")?,
             dim,
@@ -107,7 +114,7 @@ impl LlamaConfig {
             rope_dims,
             rope_theta: float("rope.freq_base", 10_000.0)?,
             rms_eps: float("attention.layer_norm_rms_epsilon", 1e-5)?,
-            context_length: int("context_length")?,
+            context_length,
             vocab_size,
         })
     }

@@ -167,6 +167,40 @@ fn other_architectures_are_refused_by_name() {
 }
 
 #[test]
+fn a_context_length_of_zero_is_refused_with_what_to_change() {
+    use crate::formats::{GgufWriter, Value};
+    let config = |context: u32| {
+        let mut w = GgufWriter::new();
+        w.meta("general.architecture", Value::String("llama".into()));
+        for (key, v) in [
+            ("attention.head_count", 4),
+            ("embedding_length", 64),
+            ("block_count", 2),
+            ("feed_forward_length", 128),
+            ("vocab_size", 100),
+            ("context_length", context),
+        ] {
+            w.meta(&format!("llama.{key}"), Value::U32(v));
+        }
+        crate::model::LlamaConfig::from_gguf(&Gguf::from_bytes(w.to_bytes()).unwrap())
+    };
+    assert_eq!(config(2048).unwrap().context_length, 2048);
+    let err = config(0).unwrap_err();
+    assert!(matches!(err, ModelError::BadConfig(_)), "{err}");
+    assert!(err.to_string().contains("context_length` is 0"), "{err}");
+}
+
+#[test]
+fn a_kv_budget_above_available_memory_is_refused_before_allocating() {
+    use crate::engine::runner::check_kv_budget;
+    assert!(check_kv_budget(256 << 20, Some(1 << 30)).is_ok());
+    assert!(check_kv_budget(256 << 20, None).is_ok());
+    let err = check_kv_budget(1 << 40, Some(24 << 30)).unwrap_err();
+    assert!(err.to_string().contains("--kv-mib"), "{err}");
+    assert!(err.to_string().contains("1048576 MiB"), "{err}");
+}
+
+#[test]
 fn sampled_generation_depends_only_on_the_seed() {
     use crate::generate::{Request, generate};
     use crate::sampling::SamplingParams;

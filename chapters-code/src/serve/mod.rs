@@ -3,6 +3,7 @@
 //! OpenAI's shape; cancellation when a client leaves; graceful shutdown.
 
 pub mod client;
+pub mod conformance;
 pub mod errors;
 pub mod json;
 pub mod loadgen;
@@ -159,7 +160,7 @@ async fn generate_endpoint(
                 "model_not_found",
             ));
         }
-        let engine_request = to_engine_request(&s, &api)?;
+        let engine_request = to_engine_request(&s, &api).await?;
         let (id, events) = s
             .runner
             .submit(engine_request, api.logprobs, Some(s.config.request_timeout))
@@ -193,11 +194,31 @@ async fn generate_endpoint(
 }
 // ANCHOR_END: generate_endpoint
 
-/// Prompt ids, token limits and sampling for the engine.
-fn to_engine_request(s: &AppState, api: &ApiRequest) -> Result<Request, ApiError> {
+// ANCHOR: to_engine_request
+/// Prompt ids, token limits and sampling for the engine. Tokenizing is linear in the prompt's
+/// bytes but not free (a 1 MiB body is a second of BPE in a debug build), so a prompt that
+/// cannot fit is refused by its length in bytes first, and the rest is tokenized on tokio's
+/// blocking threads, never on the async workers that serve everyone else.
+async fn to_engine_request(s: &Arc<AppState>, api: &ApiRequest) -> Result<Request, ApiError> {
     let tokenizer = &s.tokenizer;
-    let (param, prompt_ids) = match &api.prompt {
-        Prompt::Text(text) => ("prompt", tokenizer.encode(text, true)),
+    let limit = s.runner.max_prompt_tokens;
+    let (param, text_bytes) = match &api.prompt {
+        Prompt::Text(text) => ("prompt", text.len()),
+        Prompt::Tokens(_) => ("prompt", 0),
+        Prompt::Messages(m) => ("messages", m.iter().map(|m| m.content.len()).sum()),
+    };
+    if let Some(per_token) = tokenizer.longest_token_bytes()
+        && text_bytes > limit * per_token
+    {
+        return Err(ApiError::too_long(
+            param,
+            format!(
+                "the prompt has {text_bytes} bytes of text; no token holds more than {per_token}, \
+                 so it needs more than the {limit} tokens this model's context leaves room for"
+            ),
+        ));
+    }
+    let prompt_ids = match &api.prompt {
         Prompt::Tokens(ids) => {
             if let Some(bad) = ids
                 .iter()
@@ -211,19 +232,27 @@ fn to_engine_request(s: &AppState, api: &ApiRequest) -> Result<Request, ApiError
                     ),
                 ));
             }
-            ("prompt", ids.clone())
+            ids.clone()
         }
-        Prompt::Messages(messages) => {
-            let text = tokenizer
-                .apply_chat_template(messages, true)
-                .map_err(|e| ApiError::invalid("messages", e.to_string()))?;
-            ("messages", tokenizer.encode(&text, true))
+        prompt => {
+            let (tokenizer, prompt) = (Arc::clone(tokenizer), prompt.clone());
+            tokio::task::spawn_blocking(move || match prompt {
+                // Raw completions text parses special tokens, as llama-server does: the
+                // caller writes the whole prompt, markers included.
+                Prompt::Text(text) => Ok(tokenizer.encode(&text, true)),
+                // Chat: only the template's markers are special; content is text.
+                Prompt::Messages(messages) => tokenizer
+                    .encode_chat(&messages, true)
+                    .map_err(|e| ApiError::invalid("messages", e.to_string())),
+                Prompt::Tokens(ids) => Ok(ids),
+            })
+            .await
+            .map_err(|e| ApiError::internal(format!("tokenizing failed: {e}")))??
         }
     };
     if prompt_ids.is_empty() {
         return Err(ApiError::invalid(param, "the prompt is empty"));
     }
-    let limit = s.runner.max_prompt_tokens;
     if prompt_ids.len() > limit {
         return Err(ApiError::too_long(
             param,
@@ -250,6 +279,7 @@ fn to_engine_request(s: &AppState, api: &ApiRequest) -> Result<Request, ApiError
         stop_strings: api.stop.clone(),
     })
 }
+// ANCHOR_END: to_engine_request
 
 /// Metrics and cancellation for one request: records timings as tokens arrive, the outcome
 /// at the end, and — if dropped before the end (the client left) — cancels the request.

@@ -1,6 +1,8 @@
 //! Reading an OpenAI request: the body is parsed as JSON, then every honored field is read
 //! with its own type and range check, so that an error names the field at fault. Unknown
-//! fields are ignored, as OpenAI's API does.
+//! fields are ignored, as OpenAI's API does; known fields this server does not implement
+//! (`tools`, `response_format` beyond text, `logit_bias`) are refused by name, as vLLM refuses
+//! what it lacks, so that a client asking for JSON never gets free text with a 200.
 
 use super::errors::ApiError;
 use crate::sampling::SamplingParams;
@@ -41,6 +43,12 @@ pub struct ApiRequest {
     pub ignore_eos: bool,
 }
 // ANCHOR_END: api_request
+
+/// Stop strings per request, at most (OpenAI's limit).
+pub const MAX_STOP_STRINGS: usize = 4;
+/// Longest stop string, in bytes: the stop matcher holds back up to this much text and scans
+/// it for every token, so its length bounds the engine thread's work per token.
+pub const MAX_STOP_BYTES: usize = 256;
 
 /// Field readers over the request object: absent and `null` are the same.
 struct Fields<'a>(&'a Map<String, Value>);
@@ -195,27 +203,8 @@ pub fn parse(endpoint: Endpoint, body: &[u8]) -> Result<ApiRequest, ApiError> {
         ..SamplingParams::default()
     };
 
-    let stop = match f.get("stop") {
-        None => vec![],
-        Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Array(items)) => {
-            let stops: Option<Vec<String>> =
-                items.iter().map(|v| v.as_str().map(String::from)).collect();
-            let stops = stops.ok_or_else(|| {
-                ApiError::invalid("stop", "`stop` must be a string or a list of strings")
-            })?;
-            if stops.len() > 4 {
-                return Err(ApiError::invalid("stop", "`stop` takes at most 4 strings"));
-            }
-            stops
-        }
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "stop",
-                "`stop` must be a string or a list of strings",
-            ));
-        }
-    };
+    let stop = parse_stop(f.get("stop"))?;
+    refuse_unsupported(&f)?;
 
     let stream = f.boolean("stream")?.unwrap_or(false);
     let include_usage = match f.get("stream_options") {
@@ -288,6 +277,92 @@ pub fn parse(endpoint: Endpoint, body: &[u8]) -> Result<ApiRequest, ApiError> {
     })
 }
 // ANCHOR_END: parse
+
+/// `stop`: a string or a list of at most [`MAX_STOP_STRINGS`], each at most [`MAX_STOP_BYTES`].
+fn parse_stop(value: Option<&Value>) -> Result<Vec<String>, ApiError> {
+    let bad = || ApiError::invalid("stop", "`stop` must be a string or a list of strings");
+    let stops = match value {
+        None => vec![],
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| v.as_str().map(String::from))
+            .collect::<Option<Vec<String>>>()
+            .ok_or_else(bad)?,
+        Some(_) => return Err(bad()),
+    };
+    if stops.len() > MAX_STOP_STRINGS {
+        return Err(ApiError::invalid(
+            "stop",
+            format!(
+                "`stop` has {} strings; it takes at most {MAX_STOP_STRINGS}",
+                stops.len()
+            ),
+        ));
+    }
+    if let Some(long) = stops.iter().find(|s| s.len() > MAX_STOP_BYTES) {
+        return Err(ApiError::invalid(
+            "stop",
+            format!(
+                "a stop string of {} bytes is too long; each may have at most {MAX_STOP_BYTES}",
+                long.len()
+            ),
+        ));
+    }
+    Ok(stops)
+}
+
+// ANCHOR: refuse_unsupported
+/// Fields of OpenAI's API this server does not implement: a 400 naming the field, never a
+/// silent 200. Their harmless values pass: no tools, `tool_choice: "none"`,
+/// `response_format: {"type": "text"}`, an empty `logit_bias`.
+fn refuse_unsupported(f: &Fields) -> Result<(), ApiError> {
+    let unsupported = |param: &str, what: &str| {
+        Err(ApiError::invalid(
+            param,
+            format!("{what} is not supported by this server"),
+        ))
+    };
+    match f.get("tools") {
+        Some(Value::Array(tools)) if tools.is_empty() => {}
+        Some(_) => return unsupported("tools", "tool calling (`tools`)"),
+        None => {}
+    }
+    match f.get("tool_choice") {
+        Some(Value::String(s)) if s == "none" => {}
+        Some(_) => return unsupported("tool_choice", "tool calling (`tool_choice`)"),
+        None => {}
+    }
+    for legacy in ["functions", "function_call"] {
+        if f.get(legacy).is_some() {
+            return unsupported(legacy, "function calling");
+        }
+    }
+    if let Some(format) = f.get("response_format") {
+        match format.get("type").and_then(Value::as_str) {
+            Some("text") => {}
+            Some(other) => {
+                return unsupported(
+                    "response_format",
+                    &format!("`response_format` of type `{other}` (only `text`)"),
+                );
+            }
+            None => {
+                return Err(ApiError::invalid(
+                    "response_format",
+                    "`response_format` must be an object with a `type`",
+                ));
+            }
+        }
+    }
+    match f.get("logit_bias") {
+        Some(Value::Object(bias)) if bias.is_empty() => {}
+        Some(_) => return unsupported("logit_bias", "`logit_bias`"),
+        None => {}
+    }
+    Ok(())
+}
+// ANCHOR_END: refuse_unsupported
 
 /// A seed for requests that give none (OpenAI's default is not deterministic either).
 fn rand_seed() -> u64 {
@@ -412,6 +487,7 @@ fn parse_messages(value: Option<&Value>) -> Result<Vec<ChatMessage>, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn chat(body: &str) -> Result<ApiRequest, ApiError> {
         parse(Endpoint::Chat, body.as_bytes())
@@ -510,6 +586,79 @@ mod tests {
             assert_eq!(err.param.as_deref(), Some(param), "{body}");
             assert_eq!(err.status, 400);
         }
+    }
+
+    #[test]
+    fn unsupported_fields_are_refused_by_name_and_their_harmless_values_pass() {
+        let with = |extra: &str| {
+            chat(&format!(
+                r#"{{"messages":[{{"role":"user","content":"x"}}],{extra}}}"#
+            ))
+        };
+        let tool = r#"[{"type":"function","function":{"name":"f","parameters":{}}}]"#;
+        let refused = [
+            (format!(r#""tools":{tool}"#), "tools"),
+            (r#""tool_choice":"auto""#.to_string(), "tool_choice"),
+            (
+                r#""tool_choice":{"type":"function","function":{"name":"f"}}"#.to_string(),
+                "tool_choice",
+            ),
+            (r#""functions":[{"name":"f"}]"#.to_string(), "functions"),
+            (
+                r#""response_format":{"type":"json_object"}"#.to_string(),
+                "response_format",
+            ),
+            (
+                r#""response_format":{"type":"json_schema","json_schema":{"name":"s","schema":{}}}"#
+                    .to_string(),
+                "response_format",
+            ),
+            (r#""response_format":"json""#.to_string(), "response_format"),
+            (r#""logit_bias":{"1234":100}"#.to_string(), "logit_bias"),
+        ];
+        for (extra, param) in refused {
+            let err = with(&extra).unwrap_err();
+            assert_eq!(
+                (err.status.as_u16(), err.param.as_deref()),
+                (400, Some(param)),
+                "{extra}"
+            );
+        }
+        for harmless in [
+            r#""tools":[]"#,
+            r#""tool_choice":"none""#,
+            r#""response_format":{"type":"text"}"#,
+            r#""logit_bias":{}"#,
+            r#""logit_bias":null"#,
+        ] {
+            assert!(with(harmless).is_ok(), "{harmless}");
+        }
+        let completion = parse(
+            Endpoint::Completions,
+            br#"{"prompt":"x","logit_bias":{"5":-100}}"#,
+        );
+        assert_eq!(completion.unwrap_err().param.as_deref(), Some("logit_bias"));
+    }
+
+    #[test]
+    fn stop_strings_are_bounded_in_count_and_length() {
+        let stops = |v: Value| {
+            chat(&json!({"messages":[{"role":"user","content":"x"}], "stop": v}).to_string())
+        };
+        assert!(stops(json!(vec!["a"; MAX_STOP_STRINGS])).is_ok());
+        assert!(stops(json!("s".repeat(MAX_STOP_BYTES))).is_ok());
+        let too_many = stops(json!(vec!["a"; MAX_STOP_STRINGS + 1])).unwrap_err();
+        assert_eq!(too_many.param.as_deref(), Some("stop"));
+        let too_long = stops(json!(["ok", "s".repeat(MAX_STOP_BYTES + 1)])).unwrap_err();
+        assert_eq!(
+            (too_long.status.as_u16(), too_long.param.as_deref()),
+            (400, Some("stop"))
+        );
+        assert!(
+            too_long.message.contains("at most 256"),
+            "{}",
+            too_long.message
+        );
     }
 
     #[test]
