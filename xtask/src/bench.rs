@@ -76,6 +76,10 @@ pub const DEMOS: &[DemoJob] = &[
         ],
     },
     DemoJob {
+        bin: "demo-serving-api",
+        args: &["--verify", "--output", "json", "--port", "0"],
+    },
+    DemoJob {
         bin: "demo-throughput-bench",
         args: &["--output", "json", "--verify"],
     },
@@ -234,6 +238,18 @@ pub fn run(root: &Path, filter: Option<&str>) -> Result<Vec<PathBuf>> {
                 provenance: report.provenance.clone(),
             };
             written.push(file.save(root)?);
+        }
+    }
+    // Coverage: the whole test suite instrumented (slow). Without the tool, a full run says how
+    // to get it and goes on; asked for by name, it fails.
+    if wanted("coverage") {
+        if crate::coverage::available(root) || filter.is_some() {
+            written.push(crate::coverage::run(root)?);
+        } else {
+            eprintln!(
+                "== coverage skipped: `cargo llvm-cov` is not installed ({})",
+                crate::coverage::INSTALL
+            );
         }
     }
     Ok(written)
