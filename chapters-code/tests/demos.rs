@@ -95,6 +95,23 @@ fn tui_output_refuses_a_redirected_stdout() {
 }
 
 #[test]
+fn stdout_is_the_course_spelling_of_output_stdout() {
+    let bin = env!("CARGO_BIN_EXE_demo-hardware-detect");
+    let out = run(bin, &["--stdout", "--array-mib", "3", "--threads", "1"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout)
+            .trim_start()
+            .starts_with('{'),
+        "text, not JSON"
+    );
+    let both = run(bin, &["--stdout", "--output", "json"]);
+    assert_eq!(both.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&both.stderr).contains("cannot be used with"));
+}
+
+#[test]
 fn bad_flags_are_refused_with_a_message() {
     let out = run(
         env!("CARGO_BIN_EXE_demo-hardware-detect"),
@@ -188,7 +205,7 @@ fn every_demo_explains_its_flags() {
         let out = run(bin, &["--help"]);
         assert!(out.status.success());
         let help = String::from_utf8_lossy(&out.stdout);
-        for flag in flags {
+        for flag in flags.iter().chain(&["--stdout"]) {
             assert!(help.contains(flag), "{bin} --help lacks {flag}");
         }
     }

@@ -24,6 +24,10 @@ pub struct DemoArgs {
     #[arg(long, value_enum, default_value_t = OutputMode::Stdout)]
     pub output: OutputMode,
 
+    /// Short for `--output stdout` (the course's CI mode: `cargo run --bin demo-… -- --stdout`).
+    #[arg(long, conflicts_with = "output")]
+    pub stdout: bool,
+
     /// Measure: repeat the work long enough for stable numbers and report them as tables.
     #[arg(long)]
     pub benchmark: bool,

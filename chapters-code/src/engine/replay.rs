@@ -94,6 +94,10 @@ pub struct ReplayResult {
     /// Blocks held by live sequences (not by the prefix cache alone) after each step, for the
     /// KV chapter's growth curve.
     pub blocks_per_step: Vec<usize>,
+    /// The tokens generated for each request, by request: greedy and batch-invariant, so
+    /// every policy must give the same ones (`--verify` compares them).
+    #[serde(skip)]
+    pub tokens: Vec<Vec<TokenId>>,
 }
 
 /// The `q` quantile (0..=1) of `values` (nearest rank).
@@ -178,11 +182,13 @@ pub fn replay(
     let mut ttft = Vec::new();
     let mut generated = 0;
     let mut first_token = vec![None; items.len()];
+    let mut tokens = vec![Vec::new(); items.len()];
     for (id, event, at) in &sink.events {
         let i = *id as usize;
         match event {
-            Event::Token { .. } => {
+            Event::Token { token, .. } => {
                 generated += 1;
+                tokens[i].push(*token);
                 first_token[i].get_or_insert(*at);
             }
             Event::Finished(_) => latency.push(at.duration_since(arrivals[i]).as_secs_f64()),
@@ -213,6 +219,7 @@ pub fn replay(
         peak_blocks: blocks_per_step.iter().copied().max().unwrap_or(0),
         kv_bytes_per_token: bytes_per_token,
         blocks_per_step,
+        tokens,
     })
 }
 // ANCHOR_END: replay

@@ -1,9 +1,11 @@
 //! A thread pool whose idle threads spin for a few microseconds, then sleep on a condition
 //! variable.
 //!
-//! On a machine with few shared cores, a pool that busy-waits between jobs steals the core
-//! that would have done the work: llama.cpp's decode at 2 spinning threads fell to a third of
-//! its 1-thread speed on the book's test machine. But a thread that sleeps at once must be woken
+//! On a machine with few shared cores, a pool that busy-waits between jobs without yielding
+//! steals the core that would have done the work whenever something else runs beside it: our
+//! first spinning pool, with a second decoder on the other core, fell to about a third of the
+//! sleeping pool's speed (the `engine-contention` table measures this case on every bench run).
+//! But a thread that sleeps at once must be woken
 //! for the next job, and a decode step runs five jobs per layer, a few microseconds apart: on a
 //! virtual machine every wake-up is a system call and an interrupt to another core. So a
 //! thread that finishes a job watches for the next one for `spin` (default [`DEFAULT_SPIN`]),

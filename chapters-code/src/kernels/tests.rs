@@ -34,6 +34,41 @@ fn simd_level() -> Option<SimdLevel> {
     Some(level)
 }
 
+/// Every SIMD path the book ships, and whether this run tests it: printed as one summary with
+/// the count of skipped paths, so a green run on a CPU without a path says so instead of
+/// passing silently. Each test that skips prints its own SKIPPED line too (above).
+#[test]
+fn which_simd_paths_this_run_tests() {
+    let here = SimdLevel::detect();
+    let ran = super::path(here);
+    let paths = [
+        (SimdLevel::Avx2, cfg!(target_arch = "x86_64")),
+        (SimdLevel::Neon, cfg!(target_arch = "aarch64")),
+    ];
+    let mut skipped = 0;
+    for (level, arch) in paths {
+        if level == ran && here.is_supported() {
+            eprintln!("SIMD path {level}: TESTED against the scalar reference");
+        } else {
+            skipped += 1;
+            let why = if !arch {
+                "not this architecture".to_string()
+            } else {
+                format!("this CPU (or PRODML_SIMD) gives {here}")
+            };
+            eprintln!("SIMD path {level}: SKIPPED ({why})");
+        }
+    }
+    // AVX-512 has no kernels of its own: those CPUs run (and test) the AVX2 path.
+    skipped += 1;
+    eprintln!("SIMD path AVX-512: SKIPPED (no AVX-512 kernels are written; such CPUs run AVX2)");
+    eprintln!(
+        "SIMD paths: {} tested, {skipped} skipped",
+        paths.len() + 1 - skipped
+    );
+    assert_eq!(simd_level().is_some(), skipped < paths.len() + 1);
+}
+
 /// A SIMD result that must carry the scalar reference's bits (the canonical order).
 fn same_bits(what: &str, simd: f32, reference: f32) {
     assert_eq!(
