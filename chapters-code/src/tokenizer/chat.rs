@@ -97,19 +97,25 @@ pub fn render_chat_marked(
     bos_token: &str,
     eos_token: &str,
 ) -> Result<MarkedChat, ChatTemplateError> {
-    let used = |c: char| {
-        [template, bos_token, eos_token]
+    // One pass over every input collects the private-use characters in use (scanning the
+    // inputs once per candidate pair would let a message full of them cost thousands of scans).
+    let mut used = std::collections::HashSet::new();
+    let texts = [template, bos_token, eos_token].into_iter().chain(
+        messages
             .iter()
-            .any(|t| t.contains(c))
-            || messages
-                .iter()
-                .any(|m| m.content.contains(c) || m.role.contains(c))
-    };
+            .flat_map(|m| [m.content.as_str(), m.role.as_str()]),
+    );
+    for text in texts {
+        used.extend(
+            text.chars()
+                .filter(|c| ('\u{E000}'..='\u{F8FF}').contains(c)),
+        );
+    }
     // Private-use pairs, U+E000 up: the first pair that nothing uses.
     let (open, close) = (0xE000u32..0xF8FF)
         .step_by(2)
         .filter_map(|c| Some((char::from_u32(c)?, char::from_u32(c + 1)?)))
-        .find(|&(o, c)| !used(o) && !used(c))
+        .find(|(o, c)| !used.contains(o) && !used.contains(c))
         .ok_or_else(|| ChatTemplateError::Render("no free marker character".into()))?;
     let wrapped: Vec<ChatMessage> = messages
         .iter()
