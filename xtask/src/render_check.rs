@@ -1,5 +1,7 @@
-//! Does every Mermaid diagram of the built book render? Loads each HTML page that has one in
-//! headless Chromium, lets its scripts run, and counts the diagrams that became an `<svg>`.
+//! Does every Mermaid diagram and every chart of the built book render? Loads each HTML page
+//! that has a diagram in headless Chromium, lets its scripts run, and counts the diagrams that
+//! became an `<svg>`; loads every chart the book shows as an image and checks that Chromium
+//! decoded it at its size.
 
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
@@ -136,4 +138,95 @@ fn html_pages(dir: &Path) -> Result<Vec<PathBuf>> {
     }
     pages.sort();
     Ok(pages)
+}
+
+/// What Chromium made of one chart image.
+#[derive(Debug)]
+pub struct ChartRender {
+    pub chart: PathBuf,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// Loads every chart of the built book (`<html_dir>/images/charts/*.svg`) as an `<img>` of one
+/// page in headless Chromium; the page's script writes each image's decoded size into the DOM.
+/// Fails when a chart did not decode (a malformed SVG gives width 0), or when a chart of
+/// `expected` is missing from the built book. A screenshot of the page goes to `shots_dir`.
+pub fn check_charts(
+    html_dir: &Path,
+    expected: &[&str],
+    shots_dir: &Path,
+) -> Result<Vec<ChartRender>> {
+    let chrome = find_chromium().context(
+        "no Chromium found: install it (Debian: `apt-get install chromium`) or set CHROME=/path/to/chrome",
+    )?;
+    let charts_dir = html_dir.join("images/charts");
+    for name in expected {
+        if !charts_dir.join(name).is_file() {
+            bail!(
+                "the built book has no images/charts/{name}: was the book built after `cargo xtask bench`?"
+            );
+        }
+    }
+    let mut names: Vec<String> = std::fs::read_dir(&charts_dir)
+        .with_context(|| format!("reading {}", charts_dir.display()))?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".svg"))
+        .collect();
+    names.sort();
+    std::fs::create_dir_all(shots_dir)?;
+    let page = charts_dir.join("render-check.html");
+    let imgs: String = names
+        .iter()
+        .map(|n| format!("<img src=\"{n}\" style=\"width:600px\">\n"))
+        .collect();
+    std::fs::write(
+        &page,
+        format!(
+            "<!doctype html><html><body style=\"background:#020617\">\n{imgs}<pre id=\"result\"></pre>\n\
+             <script>window.addEventListener('load', () => {{\n\
+             document.getElementById('result').textContent = [...document.images]\n\
+             .map(i => 'chart ' + i.getAttribute('src') + ' ' + (i.complete ? i.naturalWidth : 0) + 'x' + (i.complete ? i.naturalHeight : 0))\n\
+             .join('\\n');\n}});</script></body></html>\n"
+        ),
+    )?;
+    let url = format!("file://{}", page.canonicalize()?.display());
+    let profile = shots_dir.join("chromium-profile");
+    let out = chromium(&chrome, &profile)
+        .arg("--dump-dom")
+        .arg(&url)
+        .output()
+        .with_context(|| format!("running {}", chrome.display()))?;
+    let dom = String::from_utf8_lossy(&out.stdout);
+    let mut results = Vec::new();
+    for name in &names {
+        let prefix = format!("chart {name} ");
+        let size = dom
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .with_context(|| format!("Chromium reported nothing for chart {name}"))?;
+        let (w, h) = size.split_once('x').unwrap_or(("0", "0"));
+        let (width, height) = (w.trim().parse().unwrap_or(0), h.trim().parse().unwrap_or(0));
+        if width == 0 || height == 0 {
+            bail!("chart {name} did not render in Chromium (decoded size {width}×{height})");
+        }
+        results.push(ChartRender {
+            chart: PathBuf::from("images/charts").join(name),
+            width,
+            height,
+        });
+    }
+    let shot = chromium(&chrome, &profile)
+        .arg(format!(
+            "--screenshot={}",
+            shots_dir.join("charts.png").display()
+        ))
+        .arg("--window-size=700,2400")
+        .arg(&url)
+        .output()?;
+    std::fs::remove_file(&page).ok();
+    if !shot.status.success() {
+        bail!("chromium could not take a screenshot of the charts");
+    }
+    Ok(results)
 }

@@ -580,8 +580,15 @@ fn benchmark(
                 .unit("tokens/s")
                 .decimals(1),
             Column::new("share", "Share of bound").unit("%").decimals(0),
+            Column::new("intensity", "Arithmetic intensity")
+                .unit("FLOP/byte")
+                .decimals(2),
+            Column::new("gflops", "Decode compute")
+                .unit("GFLOP/s")
+                .decimals(1),
         ],
     );
+    let flops_per_token = model.flops_per_token();
     let contention_steps = if threads > 1 {
         2 * CONTENTION_ROUNDS
     } else {
@@ -630,13 +637,16 @@ fn benchmark(
                 json!(decode),
                 json!(bound),
                 json!(100.0 * decode / bound),
+                json!(flops_per_token as f64 / bytes_per_token as f64),
+                json!(decode * flops_per_token as f64 / 1e9),
             ]);
         }
     }
     bar.finish_and_clear();
     speed.notes.push(format!(
-        "Best of {REPEATS} runs, the configurations taking turns. Decode bound: triad bandwidth measured in the same run on the same thread count, divided by the {:.1} MB of weights read per token. SIMD path: {}.",
+        "Best of {REPEATS} runs, the configurations taking turns. Decode bound: triad bandwidth measured in the same run on the same thread count, divided by the {:.1} MB of weights read per token. Decode compute: {:.1} MFLOP of matrix products per token times the decode rate. SIMD path: {}.",
         bytes_per_token as f64 / 1e6,
+        flops_per_token as f64 / 1e6,
         chapters_code::kernels::simd()
     ));
 

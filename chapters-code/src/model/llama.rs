@@ -155,6 +155,21 @@ impl<'a> Llama<'a> {
         layers + m(&self.output) + self.token_embd.row_bytes as u64 + 4 * self.config.dim as u64
     }
 
+    /// Floating-point operations of the matrix products that decode one token: a multiply and
+    /// an add per weight of every matrix (attention over the cache, norms and the embedding
+    /// lookup are not counted; at short contexts they are under 1% of it).
+    pub fn flops_per_token(&self) -> u64 {
+        let m = |q: &QMatrix| 2 * (q.rows * q.cols) as u64;
+        let layers: u64 = self
+            .layers
+            .iter()
+            .map(|l| {
+                m(&l.wq) + m(&l.wk) + m(&l.wv) + m(&l.wo) + m(&l.w_gate) + m(&l.w_up) + m(&l.w_down)
+            })
+            .sum();
+        layers + m(&self.output)
+    }
+
     // ANCHOR: forward
     /// Runs `tokens` (the next tokens of the sequence in `cache`) through the model, appends
     /// their keys and values to the cache, and returns logits: `vocab` floats per returned

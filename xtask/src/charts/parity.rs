@@ -1,84 +1,16 @@
-//! Charts of measured data, drawn from `benchmarks/` (plotters' SVG backend), never by hand.
-//! `cargo xtask inject` (and `bench`, `book`) rewrites them; `cargo xtask check` fails when a
-//! committed chart is not what its results file draws.
+//! The parity chapter's chart: how far llama.cpp's builds differ from each other, and we from them.
 
-use crate::bench_file::BenchFile;
-use anyhow::{Context, Result};
-use plotters::prelude::*;
-use std::path::{Path, PathBuf};
-
-/// The guide's palette (GUIDE §5).
-const BACKGROUND: RGBColor = RGBColor(0x02, 0x06, 0x17);
-const PANEL: RGBColor = RGBColor(0x0f, 0x17, 0x2a);
-const TEXT: RGBColor = RGBColor(0xf8, 0xfa, 0xfc);
-const MUTED: RGBColor = RGBColor(0x94, 0xa3, 0xb8);
-const PURPLE: RGBColor = RGBColor(0x7c, 0x3a, 0xed);
-const ORANGE: RGBColor = RGBColor(0xf5, 0x9e, 0x0b);
-const GREEN: RGBColor = RGBColor(0x22, 0xc5, 0x5e);
-const TEAL: RGBColor = RGBColor(0x14, 0xb8, 0xa6);
-const RED: RGBColor = RGBColor(0xef, 0x44, 0x44);
-const YELLOW: RGBColor = RGBColor(0xea, 0xb3, 0x08);
-/// Shades of orange for the prefill-against-decode lines.
-const PREFILL: [RGBColor; 3] = [
-    ORANGE,
-    RGBColor(0xfb, 0xbf, 0x24),
-    RGBColor(0xfd, 0xe6, 0x8a),
-];
-
-/// One chart: its file under `images/charts/` and the SVG its results draw.
-pub struct Chart {
-    pub path: PathBuf,
-    pub svg: String,
-}
-
-/// Every chart whose results file exists.
-pub fn render_all(root: &Path) -> Result<Vec<Chart>> {
-    let mut charts = Vec::new();
-    if let Some(file) = BenchFile::load(root, "parity-delta-quantiles")? {
-        charts.push(Chart {
-            path: root.join("images/charts/parity-noise-floor.svg"),
-            svg: parity_cdf(&file)?,
-        });
-    }
-    Ok(charts)
-}
-
-/// Writes the charts that changed; returns their paths.
-pub fn write_all(root: &Path) -> Result<Vec<PathBuf>> {
-    let mut written = Vec::new();
-    for chart in render_all(root)? {
-        if std::fs::read_to_string(&chart.path).ok().as_deref() != Some(chart.svg.as_str()) {
-            if let Some(dir) = chart.path.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            std::fs::write(&chart.path, &chart.svg)
-                .with_context(|| format!("writing {}", chart.path.display()))?;
-            written.push(chart.path);
-        }
-    }
-    Ok(written)
-}
-
-/// Committed charts that differ from what their results draw (relative paths).
-pub fn stale(root: &Path) -> Result<Vec<PathBuf>> {
-    Ok(render_all(root)?
-        .into_iter()
-        .filter(|c| std::fs::read_to_string(&c.path).ok().as_deref() != Some(c.svg.as_str()))
-        .map(|c| {
-            c.path
-                .strip_prefix(root)
-                .map(Path::to_path_buf)
-                .unwrap_or(c.path)
-        })
-        .collect())
-}
+use super::*;
 
 /// One comparison's line: (name, kind, (|Δ|, share) points).
 type Line = (String, String, Vec<(f64, f64)>);
 
 /// The cumulative distribution of |Δ log p| for each comparison: one line per comparison,
 /// share of values (y) at most |Δ| (x).
-fn parity_cdf(file: &BenchFile) -> Result<String> {
+pub fn parity_cdf(inputs: &Inputs) -> Result<String> {
+    let file = inputs
+        .get("parity-delta-quantiles")
+        .context("no parity-delta-quantiles")?;
     let mut lines: Vec<Line> = Vec::new();
     for row in &file.table.rows {
         let text = |k: &str| {
