@@ -110,40 +110,135 @@ fn required_file(path: PathBuf, what: &str) -> Option<PathBuf> {
     None
 }
 
-/// Why a needed file could not be opened; the message names the command that fixes it.
+/// Why a needed file could not be opened; the message names what fixes it: the fetch command
+/// for our own files at their default place, the environment variable or the flag otherwise.
 #[derive(Debug, thiserror::Error)]
 pub enum AssetError {
     #[error(
-        "{what} not found at {path}: run `{FETCH_COMMAND}` (or set PRODML_MODEL=/path/to/model.gguf)"
+        "{what} not found at {path}: run `{FETCH_COMMAND}` (or point --model or PRODML_MODEL at a GGUF file)"
     )]
     Missing { what: &'static str, path: String },
+    #[error("{what} not found at {path}: run `{FETCH_COMMAND}` (or give another with --file)")]
+    MissingText { what: &'static str, path: String },
+    #[error(
+        "PRODML_MODEL points to {path}, which does not exist: fix the path or unset PRODML_MODEL to use the course model"
+    )]
+    MissingFromEnv { path: String },
+    #[error("no file at {path}: check the path given to {flag}")]
+    MissingGiven { path: String, flag: &'static str },
+    #[error("{path} is a directory: {flag} takes a file, e.g. {example}")]
+    Directory {
+        path: String,
+        flag: &'static str,
+        example: String,
+    },
     #[error(transparent)]
     Gguf(#[from] crate::formats::GgufError),
+    #[error(transparent)]
+    Apr(#[from] crate::formats::apr::AprError),
     #[error("cannot read {path}: {message}")]
     Io { path: String, message: String },
 }
 
-/// Opens the model at `path` (memory-mapped), or says how to fetch it.
-pub fn open_model(path: &std::path::Path) -> Result<crate::formats::Gguf, AssetError> {
-    if !path.exists() {
-        return Err(AssetError::Missing {
-            what: "the model",
-            path: path.display().to_string(),
+/// The error for a file `path` that is not there or is a directory: one of ours at its default
+/// place (`ours`) is fetched; a path from `$PRODML_MODEL` or from `flag` is the user's to fix.
+fn not_openable(
+    path: &std::path::Path,
+    what: &'static str,
+    ours: &std::path::Path,
+    flag: &'static str,
+) -> Option<AssetError> {
+    let shown = path.display().to_string();
+    if path.is_dir() {
+        return Some(AssetError::Directory {
+            path: shown,
+            flag,
+            example: ours.display().to_string(),
         });
+    }
+    if path.exists() {
+        return None;
+    }
+    let from_env = flag == "--model"
+        && std::env::var_os("PRODML_MODEL").is_some_and(|v| std::path::Path::new(&v) == path);
+    Some(if path == ours {
+        AssetError::Missing { what, path: shown }
+    } else if from_env {
+        AssetError::MissingFromEnv { path: shown }
+    } else {
+        AssetError::MissingGiven { path: shown, flag }
+    })
+}
+
+/// Opens the model at `path` (memory-mapped), or says how to fetch it. A GGUF file or an APR
+/// file exported from one (its first bytes say which): both give the same index, so every demo
+/// runs on either.
+pub fn open_model(path: &std::path::Path) -> Result<crate::formats::Gguf, AssetError> {
+    let ours = models_dir().join(MODEL.file_name);
+    if let Some(e) = not_openable(path, "the model", &ours, "--model") {
+        return Err(e);
+    }
+    let mut head = [0u8; 4];
+    let is_apr = std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+        .is_ok()
+        && head.starts_with(b"APR");
+    if is_apr {
+        return Ok(crate::formats::apr::open(path)?);
     }
     Ok(crate::formats::Gguf::open(path)?)
 }
 
-/// Reads a text file, or says how to fetch it when it is one of ours.
+/// Reads a text file (`--file`), or says how to fetch it when it is one of ours.
 pub fn read_text(path: &std::path::Path) -> Result<String, AssetError> {
-    if !path.exists() {
-        return Err(AssetError::Missing {
-            what: "the text file",
-            path: path.display().to_string(),
+    if let Some(e) = not_openable(path, "the text file", &perplexity_text_path(), "--file") {
+        return Err(match e {
+            AssetError::Missing { what, path } => AssetError::MissingText { what, path },
+            e => e,
         });
     }
     std::fs::read_to_string(path).map_err(|e| AssetError::Io {
         path: path.display().to_string(),
         message: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod error_tests {
+    use super::*;
+
+    #[test]
+    fn each_missing_file_names_its_own_fix() {
+        let ours = std::path::Path::new("/nonexistent/models/course.gguf");
+        let at_default = not_openable(ours, "the model", ours, "--model").unwrap();
+        assert!(
+            at_default.to_string().contains(FETCH_COMMAND),
+            "{at_default}"
+        );
+        let given = std::path::Path::new("/nonexistent/mine.gguf");
+        let e = not_openable(given, "the model", ours, "--model").unwrap();
+        assert!(
+            e.to_string().contains("check the path given to --model"),
+            "{e}"
+        );
+        let dir = std::env::temp_dir();
+        let e = not_openable(&dir, "the model", ours, "--model").unwrap();
+        assert!(e.to_string().contains("is a directory"), "{e}");
+        assert!(not_openable(&std::env::current_exe().unwrap(), "x", ours, "--model").is_none());
+    }
+
+    #[test]
+    fn open_model_opens_an_apr_file_like_its_gguf() {
+        let Some(path) = model_for_tests() else {
+            return;
+        };
+        let gguf = open_model(&path).unwrap();
+        let apr = crate::formats::apr::export(&gguf).unwrap();
+        let file = std::env::temp_dir().join(format!("open-model-{}.apr", std::process::id()));
+        std::fs::write(&file, apr).unwrap();
+        let from_apr = open_model(&file);
+        std::fs::remove_file(&file).ok();
+        let from_apr = from_apr.unwrap();
+        assert_eq!(from_apr.tensors.len(), gguf.tensors.len());
+    }
 }

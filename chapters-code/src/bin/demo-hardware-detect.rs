@@ -34,7 +34,11 @@ struct Cli {
     array_mib: Option<u64>,
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    chapters_code::demo::exit::run(demo)
+}
+
+fn demo() -> Result<()> {
     let cli = Cli::parse();
     cli.demo.check_output()?;
     let machine = MachineInfo::detect();

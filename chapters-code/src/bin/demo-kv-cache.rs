@@ -26,7 +26,11 @@ struct Cli {
     workload: WorkloadArgs,
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    chapters_code::demo::exit::run(demo)
+}
+
+fn demo() -> Result<()> {
     let cli = Cli::parse();
     cli.demo.check_output()?;
     let replays = replay_policies(

@@ -57,7 +57,11 @@ fn preview(v: &Value) -> String {
     }
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    chapters_code::demo::exit::run(demo)
+}
+
+fn demo() -> Result<()> {
     let cli = Cli::parse();
     cli.demo.check_output()?;
     let path = cli.model.clone().unwrap_or_else(assets::model_path);

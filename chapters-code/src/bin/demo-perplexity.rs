@@ -39,7 +39,11 @@ struct Cli {
     chunks: Option<u64>,
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    chapters_code::demo::exit::run(demo)
+}
+
+fn demo() -> Result<()> {
     let cli = Cli::parse();
     cli.demo.check_output()?;
     let threads = cli.run.threads();
@@ -88,7 +92,7 @@ fn main() -> Result<()> {
             Column::new("engine", "Engine"),
             Column::new("ppl", "Perplexity").decimals(4),
             Column::new("stderr", "± (std. error)").decimals(4),
-            Column::new("tokens", "Tokens"),
+            Column::new("tokens", "Tokens in the text"),
             Column::new("chunks", "Chunks"),
         ],
     );
@@ -105,7 +109,7 @@ fn main() -> Result<()> {
             json!(reference.ppl),
             json!(reference.stderr),
             json!(reference.tokens_no_bos),
-            json!(147),
+            json!(reference.tokens_no_bos / ctx),
         ]);
         table.notes.push(format!(
             "Relative difference: {:+.3}%.",
@@ -150,7 +154,7 @@ fn main() -> Result<()> {
         verified,
     };
     report.emit(cli.demo.output, |out| {
-        writeln!(out, "perplexity {:.4} ± {:.4} over {} chunks of {ctx} ({} tokens, {} scored) in {seconds:.1} s", result.ppl, result.stderr, result.chunks, result.tokens, result.scored)?;
+        writeln!(out, "perplexity {:.4} ± {:.4} over {} chunks of {ctx} tokens: {} tokens scored (the text has {}) in {seconds:.1} s", result.ppl, result.stderr, result.chunks, result.scored, result.tokens)?;
         if !is_reference_run {
             writeln!(out, "{}", table.to_text())?;
         }

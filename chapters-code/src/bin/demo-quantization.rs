@@ -57,18 +57,19 @@ struct Cli {
     decode_runs: u64,
 
     /// Formats to quantize a second time with activation-aware scaling (AWQ), calibrated on
-    /// the end of the text (never on the chunks scored for perplexity); `none` skips it.
-    #[arg(long, value_delimiter = ',', default_value = "q4_0,q4_k")]
-    awq: Vec<String>,
+    /// the end of the text (never on the chunks scored for perplexity); `none` skips it
+    /// [default: those of q4_0 and q4_k that --formats selects].
+    #[arg(long, value_delimiter = ',')]
+    awq: Option<Vec<String>>,
 
     /// Chunks of 512 tokens, from the end of the text, that calibrate AWQ.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..1000))]
     calibration_chunks: u64,
 
     /// KV cache precisions to compare on the source model (f16, q8_0), comma-separated;
-    /// `none` skips that table.
-    #[arg(long, value_delimiter = ',', default_value = "f16,q8_0")]
-    kv_caches: Vec<String>,
+    /// `none` skips that table [default: f16,q8_0 when --formats is not given, else none].
+    #[arg(long, value_delimiter = ',')]
+    kv_caches: Option<Vec<String>>,
 
     /// Write each requantized GGUF into this directory.
     #[arg(long)]
@@ -127,7 +128,11 @@ fn engine_runs(ty: GgmlType) -> bool {
     chapters_code::kernels::matmul::QMatrix::supports(ty)
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    chapters_code::demo::exit::run(demo)
+}
+
+fn demo() -> Result<()> {
     let cli = Cli::parse();
     cli.demo.check_output()?;
     let targets: Vec<Target> = if cli.formats.is_empty() {
@@ -145,8 +150,23 @@ fn main() -> Result<()> {
             })
             .collect::<Result<_>>()?
     };
-    let awq_targets: Vec<Target> = cli
-        .awq
+    // Defaults follow --formats: asking for two formats runs those two, not the AWQ variants
+    // or the KV table of the full run.
+    let awq = cli.awq.clone().unwrap_or_else(|| {
+        ["q4_0", "q4_k"]
+            .into_iter()
+            .filter(|f| Target::parse(f).is_some_and(|t| targets.contains(&t)))
+            .map(String::from)
+            .collect()
+    });
+    let kv_caches = cli.kv_caches.clone().unwrap_or_else(|| {
+        if cli.formats.is_empty() {
+            vec!["f16".into(), "q8_0".into()]
+        } else {
+            vec![]
+        }
+    });
+    let awq_targets: Vec<Target> = awq
         .iter()
         .filter(|f| !f.eq_ignore_ascii_case("none"))
         .map(|f| {
@@ -171,8 +191,7 @@ fn main() -> Result<()> {
     } else {
         vec![]
     };
-    let kv_precisions: Vec<KvPrecision> = cli
-        .kv_caches
+    let kv_precisions: Vec<KvPrecision> = kv_caches
         .iter()
         .filter(|f| !f.eq_ignore_ascii_case("none"))
         .map(|f| {

@@ -68,7 +68,11 @@ struct Cli {
     drain_s: u64,
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    chapters_code::demo::exit::run(demo)
+}
+
+fn demo() -> Result<()> {
     let cli = Cli::parse();
     cli.demo.check_output()?;
     if cli.demo.benchmark {

@@ -39,7 +39,8 @@ struct Cli {
     max_tokens: u64,
 
     /// Stop strings (repeat the flag for several); the stream never shows any part of one.
-    #[arg(long)]
+    /// `\n`, `\t` and `\\` are read as a newline, a tab and a backslash.
+    #[arg(long, value_parser = chapters_code::demo::args::parse::stop_string)]
     stop: Vec<String>,
 
     /// Rounds of the plain-versus-streamed comparison (--benchmark).
@@ -51,7 +52,11 @@ struct Cli {
     url: Option<String>,
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    chapters_code::demo::exit::run(demo)
+}
+
+fn demo() -> Result<()> {
     let cli = Cli::parse();
     cli.demo.check_output()?;
     let runtime = chapters_code::serve::runtime().context("starting the async runtime")?;
@@ -62,6 +67,9 @@ async fn run(cli: Cli) -> Result<()> {
     let url = match &cli.url {
         Some(url) => {
             check_loopback(url).map_err(anyhow::Error::msg)?;
+            chapters_code::serve::loadgen::check_listening(url)
+                .await
+                .map_err(anyhow::Error::msg)?;
             url.clone()
         }
         None => {

@@ -3,6 +3,7 @@
 
 use anyhow::{Context, Result, bail};
 use chapters_code::assets;
+use chapters_code::demo::args::parse;
 use chapters_code::demo::{
     Column, DemoArgs, ModelArgs, OutputMode, Provenance, Report, Table, progress,
 };
@@ -21,6 +22,9 @@ use serde_json::json;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
+/// The prompt when --prompt is not given.
+const DEFAULT_PROMPT: &str = "The capital of France is";
+
 /// Run a prompt through a real LLM (SmolLM2-135M-Instruct by default) stage by stage:
 /// load the model file (memory-mapped), tokenize, prefill the prompt in one pass, decode token
 /// by token, detokenize — and print how long each stage took and the tokens per second.
@@ -34,16 +38,17 @@ struct Cli {
     run: ModelArgs,
 
     /// Prompt text. Special tokens such as <|im_start|> are parsed; no BOS token is added
-    /// (as llama.cpp does for this model).
-    #[arg(long, default_value = "The capital of France is")]
-    prompt: String,
+    /// (as llama.cpp does for this model). --verify checks the parity suite, not this prompt
+    /// [default: "The capital of France is"].
+    #[arg(long)]
+    prompt: Option<String>,
 
     /// Most tokens to generate.
     #[arg(long, default_value_t = 48)]
     max_tokens: usize,
 
     /// Sampling temperature; 0 is greedy (always the most likely token).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true, value_parser = parse::non_negative)]
     temperature: f32,
 
     /// Keep only the k most likely tokens (0 = all).
@@ -51,19 +56,20 @@ struct Cli {
     top_k: usize,
 
     /// Nucleus sampling: keep tokens up to this cumulative probability.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true, value_parser = parse::probability)]
     top_p: f32,
 
     /// Drop tokens below this fraction of the most likely token's probability.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true, value_parser = parse::probability)]
     min_p: f32,
 
     /// Penalize tokens already seen (1 = off).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true, value_parser = parse::positive)]
     repeat_penalty: f32,
 
-    /// Stop when this text appears (repeatable); the text is cut before it.
-    #[arg(long)]
+    /// Stop when this text appears (repeatable); the text is cut before it. `\n`, `\t` and
+    /// `\\` are read as a newline, a tab and a backslash.
+    #[arg(long, value_parser = parse::stop_string)]
     stop: Vec<String>,
 
     /// Treat --prompt as a user message and format it with the model's chat template.
@@ -97,7 +103,11 @@ struct Cli {
     digest_tokens: usize,
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    chapters_code::demo::exit::run(demo)
+}
+
+fn demo() -> Result<()> {
     let cli = Cli::parse();
     cli.demo.check_output()?;
     let sampling = SamplingParams {
@@ -133,6 +143,13 @@ fn main() -> Result<()> {
         return Ok(());
     }
 
+    let prompt = cli.prompt.as_deref().unwrap_or(DEFAULT_PROMPT);
+    if cli.demo.verify && cli.prompt.is_some() {
+        eprintln!(
+            "note: --verify checks the parity suite (50 prompts against llama.cpp's stored outputs); \
+             your --prompt runs as usual but has no reference to be checked against"
+        );
+    }
     let t = Instant::now();
     // --chat: the template's markers are special tokens, the user's text never is.
     let (prompt_text, prompt_ids) = if cli.chat {
@@ -140,13 +157,13 @@ fn main() -> Result<()> {
         if let Some(system) = &cli.system {
             messages.push(ChatMessage::new("system", system));
         }
-        messages.push(ChatMessage::new("user", &cli.prompt));
+        messages.push(ChatMessage::new("user", prompt));
         (
             tokenizer.apply_chat_template(&messages, true)?,
             tokenizer.encode_chat(&messages, true)?,
         )
     } else {
-        (cli.prompt.clone(), tokenizer.encode(&cli.prompt, true))
+        (prompt.to_string(), tokenizer.encode(prompt, true))
     };
     let tokenize = t.elapsed();
     if prompt_ids.is_empty() {

@@ -22,8 +22,8 @@ struct Cli {
     #[command(flatten)]
     run: ModelArgs,
 
-    /// Concurrency levels (clients streaming at once), comma-separated.
-    #[arg(long, value_delimiter = ',', default_values_t = [1, 2, 4, 8, 16])]
+    /// Concurrency levels (clients streaming at once): `1,4,16` or `1 4 16`.
+    #[arg(long, value_delimiter = ',', num_args = 1.., default_values_t = [1, 2, 4, 8, 16])]
     concurrency: Vec<usize>,
 
     /// Requests each client sends per level, one after another.
@@ -52,7 +52,11 @@ struct Cli {
     max_running: u64,
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    chapters_code::demo::exit::run(demo)
+}
+
+fn demo() -> Result<()> {
     let cli = Cli::parse();
     cli.demo.check_output()?;
     if cli.concurrency.is_empty() || cli.concurrency.iter().any(|&c| c == 0 || c > 1024) {
@@ -69,6 +73,9 @@ async fn run(cli: Cli) -> Result<()> {
     let (url, target) = match &cli.url {
         Some(url) => {
             check_loopback(url).map_err(anyhow::Error::msg)?;
+            chapters_code::serve::loadgen::check_listening(url)
+                .await
+                .map_err(anyhow::Error::msg)?;
             (url.clone(), format!("the server at {url}"))
         }
         None => {

@@ -110,9 +110,10 @@ pub struct WorkloadArgs {
     #[arg(long, num_args = 2, default_values_t = [16, 96], value_names = ["MIN", "MAX"])]
     pub output_tokens: Vec<usize>,
 
-    /// Mean time between arrivals, in milliseconds (exponential arrivals).
-    #[arg(long, default_value_t = 100.0)]
-    pub interarrival_ms: f64,
+    /// Mean engine steps between arrivals (exponential arrivals; 0 = all at once). Counted in
+    /// steps, not milliseconds, so that the replay is the same on a faster machine.
+    #[arg(long, default_value_t = 1.0, value_parser = non_negative_steps)]
+    pub interarrival_steps: f64,
 
     /// Sequences in the running batch, at most.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..1025))]
@@ -123,6 +124,13 @@ pub struct WorkloadArgs {
     pub kv_mib: u64,
 }
 
+fn non_negative_steps(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("`{s}`: use a number of steps, 0 or more")),
+    }
+}
+
 impl WorkloadArgs {
     /// The workload spec, with its seed.
     pub fn spec(&self, seed: u64) -> crate::engine::replay::WorkloadSpec {
@@ -131,8 +139,101 @@ impl WorkloadArgs {
             requests: self.requests as usize,
             prompt_tokens: pair(&self.prompt_tokens),
             output_tokens: pair(&self.output_tokens),
-            mean_interarrival_ms: self.interarrival_ms.max(0.0),
+            mean_interarrival_steps: self.interarrival_steps,
             seed,
+        }
+    }
+}
+
+/// Parsers for flag values, so that a bad value gets a message that says what is allowed
+/// (`--temperature -1` must not read as an unknown flag `-1`: those args also set
+/// `allow_negative_numbers`).
+pub mod parse {
+    /// A number ≥ 0 (temperature, penalties).
+    pub fn non_negative(s: &str) -> Result<f32, String> {
+        let v: f32 = s
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{s}` is not a number"))?;
+        if v.is_finite() && v >= 0.0 {
+            Ok(v)
+        } else {
+            Err(format!("{v} is negative: use 0 or more (0 = greedy)"))
+        }
+    }
+
+    /// A probability in [0, 1] (top-p, min-p).
+    pub fn probability(s: &str) -> Result<f32, String> {
+        let v: f32 = s
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{s}` is not a number"))?;
+        if (0.0..=1.0).contains(&v) {
+            Ok(v)
+        } else {
+            Err(format!(
+                "{v} is not a probability: use a number from 0 to 1"
+            ))
+        }
+    }
+
+    /// A number > 0 (the repeat penalty: 1 = off).
+    pub fn positive(s: &str) -> Result<f32, String> {
+        let v: f32 = s
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{s}` is not a number"))?;
+        if v.is_finite() && v > 0.0 {
+            Ok(v)
+        } else {
+            Err(format!("{v} must be above 0 (1 = off)"))
+        }
+    }
+
+    /// A stop string as a shell passes it: `\n`, `\t`, `\r` and `\\` are read as the
+    /// characters they name (a shell passes `"\n"` as a backslash and an `n`), anything else
+    /// as typed.
+    pub fn stop_string(s: &str) -> Result<String, String> {
+        let mut out = String::with_capacity(s.len());
+        let mut chars = s.chars();
+        while let Some(c) = chars.next() {
+            if c != '\\' {
+                out.push(c);
+                continue;
+            }
+            match chars.next() {
+                Some('n') => out.push('\n'),
+                Some('t') => out.push('\t'),
+                Some('r') => out.push('\r'),
+                Some('\\') => out.push('\\'),
+                Some(other) => {
+                    out.push('\\');
+                    out.push(other);
+                }
+                None => out.push('\\'),
+            }
+        }
+        if out.is_empty() {
+            return Err("a stop string cannot be empty".into());
+        }
+        Ok(out)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn values_are_checked_and_escapes_read() {
+            assert_eq!(non_negative("0.7"), Ok(0.7));
+            assert!(non_negative("-1").unwrap_err().contains("0 or more"));
+            assert!(non_negative("hot").unwrap_err().contains("not a number"));
+            assert!(probability("1.5").is_err());
+            assert_eq!(probability("0.9"), Ok(0.9));
+            assert!(positive("0").is_err());
+            assert_eq!(stop_string(r"\n").as_deref(), Ok("\n"));
+            assert_eq!(stop_string(r"a\tb\\c\q").as_deref(), Ok("a\tb\\c\\q"));
+            assert!(stop_string("").is_err());
         }
     }
 }

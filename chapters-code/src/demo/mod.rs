@@ -2,6 +2,7 @@
 //! number ([`provenance`]), and the three output modes (text, JSON, terminal view).
 
 pub mod args;
+pub mod exit;
 pub mod progress;
 pub mod provenance;
 pub mod replays;

@@ -1,6 +1,11 @@
-//! Replaying a workload through the scheduler, in real time and with the real model: requests
-//! arrive at seeded random times with seeded random prompt and output lengths. The batching
-//! and KV chapters compare policies and caches on the same replay.
+//! Replaying a workload through the scheduler with the real model: requests arrive at seeded
+//! random points with seeded random prompt and output lengths. The batching and KV chapters
+//! compare policies and caches on the same replay.
+//!
+//! Arrivals are counted in engine steps, not in wall time: request *i* joins the queue before
+//! the first step at or after its arrival step. So which requests share a step, how many steps
+//! run and how full they are depend on the workload and the policy only — a faster machine
+//! gives the same step count and utilization, and only the measured seconds change.
 
 use super::{Collect, EngineRequest, Event, Policy, Scheduler, SchedulerConfig};
 use crate::generate::Request;
@@ -10,7 +15,7 @@ use crate::model::{Llama, ModelError};
 use crate::sampling::{Rng, SamplingParams};
 use crate::tokenizer::{TokenId, Tokenizer};
 use serde::Serialize;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// The shape of a workload.
 #[derive(Debug, Clone, Serialize)]
@@ -21,15 +26,16 @@ pub struct WorkloadSpec {
     /// Generated tokens, uniform in [min, max] (end-of-sequence is ignored, so that every
     /// policy generates exactly the same tokens).
     pub output_tokens: (usize, usize),
-    /// Mean time between arrivals (exponential), milliseconds.
-    pub mean_interarrival_ms: f64,
+    /// Mean number of engine steps between arrivals (exponential; 0 = all at once).
+    pub mean_interarrival_steps: f64,
     pub seed: u64,
 }
 
 /// One request of a workload.
 #[derive(Debug, Clone)]
 pub struct WorkloadItem {
-    pub arrival: Duration,
+    /// The engine step (counted from 0, fractional) at which the request arrives.
+    pub arrival_step: f64,
     pub prompt: Vec<TokenId>,
     pub max_tokens: usize,
 }
@@ -54,12 +60,12 @@ pub fn workload(spec: &WorkloadSpec, tokenizer: &Tokenizer) -> Vec<WorkloadItem>
         let offset = uniform(&mut rng, (0, source.len() - len));
         let max_tokens = uniform(&mut rng, spec.output_tokens).max(1);
         items.push(WorkloadItem {
-            arrival: Duration::from_secs_f64(t / 1e3),
+            arrival_step: t,
             prompt: source[offset..offset + len].to_vec(),
             max_tokens,
         });
         let u = (rng.next_f32() as f64).clamp(1e-9, 1.0 - 1e-9);
-        t += -spec.mean_interarrival_ms * (1.0 - u).ln();
+        t += -spec.mean_interarrival_steps * (1.0 - u).ln();
     }
     items
 }
@@ -110,8 +116,7 @@ pub fn percentile(values: &mut [f64], q: f64) -> f64 {
     values[rank - 1]
 }
 
-// ANCHOR: replay
-/// Replays `items` in real time through a scheduler with `config`.
+/// Replays `items` through a scheduler with `config`, as fast as the machine runs the steps.
 pub fn replay(
     model: &Llama,
     tokenizer: &Tokenizer,
@@ -119,13 +124,30 @@ pub fn replay(
     config: SchedulerConfig,
     items: &[WorkloadItem],
 ) -> Result<ReplayResult, ModelError> {
+    replay_with(model, tokenizer, pool, config, items, || {})
+}
+
+// ANCHOR: replay
+/// [`replay`], calling `after_step` after every step (the tests slow the engine down with it,
+/// to show that nothing but the seconds changes).
+pub fn replay_with(
+    model: &Llama,
+    tokenizer: &Tokenizer,
+    pool: &ThreadPool,
+    config: SchedulerConfig,
+    items: &[WorkloadItem],
+    mut after_step: impl FnMut(),
+) -> Result<ReplayResult, ModelError> {
     let slots = config.max_running;
     let policy = config.policy;
     let mut scheduler = Scheduler::new(model, tokenizer, config);
     let mut sink = Collect::default();
     let start = Instant::now();
+    // Wall-clock instant each request was queued: latencies are measured from it.
     let mut arrivals = vec![start; items.len()];
     let mut next = 0;
+    // The engine-step clock: steps run so far, plus the steps skipped while idle.
+    let mut clock = 0f64;
     let (mut steps, mut busy_slots, mut preemptions) = (0usize, 0usize, 0usize);
     let (mut used_sum, mut reserved_sum, mut request_sum, mut context_sum) =
         (0f64, 0f64, 0f64, 0f64);
@@ -133,10 +155,9 @@ pub fn replay(
     let bytes_per_token = BlockPool::bytes_per_block(&model.config, scheduler.kv().block_tokens())
         / scheduler.kv().block_tokens();
     while next < items.len() || !scheduler.is_idle() {
-        let now = start.elapsed();
-        while next < items.len() && items[next].arrival <= now {
+        while next < items.len() && items[next].arrival_step <= clock {
             let item = &items[next];
-            arrivals[next] = start + item.arrival;
+            arrivals[next] = Instant::now();
             let request = Request {
                 prompt_ids: item.prompt.clone(),
                 max_tokens: item.max_tokens,
@@ -153,12 +174,15 @@ pub fn replay(
             next += 1;
         }
         if scheduler.is_idle() {
+            // Nothing to run: the clock jumps to the next arrival (idle time is no step).
             if let Some(item) = items.get(next) {
-                std::thread::sleep(item.arrival.saturating_sub(start.elapsed()));
+                clock = clock.max(item.arrival_step.ceil());
             }
             continue;
         }
         let report = scheduler.step(pool, &mut sink)?;
+        after_step();
+        clock += 1.0;
         if report.sequences == 0 {
             continue;
         }

@@ -151,10 +151,7 @@ impl<'m> Scheduler<'m> {
         }
         let capacity = self.kv.pool().total_blocks() * self.kv.block_tokens();
         if needed > capacity {
-            return Err(ModelError::ContextFull {
-                needed,
-                limit: capacity,
-            });
+            return Err(ModelError::KvCacheTooSmall { needed, capacity });
         }
         self.waiting.push_back(Seq::new(req));
         Ok(())

@@ -304,3 +304,44 @@ fn prompts_that_cannot_fit_are_refused_at_submit() {
         );
     });
 }
+
+#[test]
+fn the_replay_counts_arrivals_in_steps_so_a_slower_machine_gives_the_same_replay() {
+    use super::replay::{WorkloadSpec, config_for, replay_with, workload};
+    with_model(|model, tokenizer| {
+        let spec = WorkloadSpec {
+            requests: 8,
+            prompt_tokens: (8, 32),
+            output_tokens: (4, 12),
+            mean_interarrival_steps: 1.5,
+            seed: 7,
+        };
+        let items = workload(&spec, tokenizer);
+        let pool = ThreadPool::new(1);
+        let run = |policy, delay: Duration| {
+            replay_with(
+                model,
+                tokenizer,
+                &pool,
+                config_for(policy, 4, 8 << 20),
+                &items,
+                || std::thread::sleep(delay),
+            )
+            .unwrap()
+        };
+        for policy in [Policy::Static, Policy::Continuous] {
+            let fast = run(policy, Duration::ZERO);
+            // A machine several times slower: every step takes 30 ms longer.
+            let slow = run(policy, Duration::from_millis(30));
+            assert_eq!(slow.steps, fast.steps, "{policy:?}: steps");
+            assert_eq!(slow.batch_utilization, fast.batch_utilization, "{policy:?}");
+            assert_eq!(slow.preemptions, fast.preemptions, "{policy:?}");
+            assert_eq!(slow.blocks_per_step, fast.blocks_per_step, "{policy:?}");
+            assert_eq!(slow.tokens, fast.tokens, "{policy:?}");
+            println!(
+                "{policy:?}: {} steps, utilization {:.3}, {:.2} s fast, {:.2} s slowed",
+                fast.steps, fast.batch_utilization, fast.seconds, slow.seconds
+            );
+        }
+    });
+}

@@ -51,6 +51,11 @@ pub enum ModelError {
     TokenOutOfRange { id: u32, vocab: usize },
     #[error("the sequence would grow to {needed} tokens, past the context of {limit}")]
     ContextFull { needed: usize, limit: usize },
+    #[error(
+        "a request needs room for {needed} tokens, but the whole KV cache holds {capacity}: \
+         give the cache more memory (--kv-mib) or send shorter requests"
+    )]
+    KvCacheTooSmall { needed: usize, capacity: usize },
     #[error("nothing to process: the token list is empty")]
     EmptyInput,
 }

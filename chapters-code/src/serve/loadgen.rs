@@ -189,9 +189,56 @@ pub fn check_loopback(url: &str) -> Result<(), String> {
     }
 }
 
+/// Whether something accepts connections at `url`'s host and port (a checked loopback URL);
+/// the error says how to start a server. Run before a benchmark or a stream, so that a wrong
+/// port is one clear line, not "error sending request" from every client.
+pub async fn check_listening(url: &str) -> Result<(), String> {
+    let rest = url.strip_prefix("http://").unwrap_or(url);
+    let authority = rest.split('/').next().unwrap_or_default();
+    let address = if authority
+        .rsplit(':')
+        .next()
+        .is_some_and(|p| p.parse::<u16>().is_ok())
+        && !authority.ends_with(']')
+    {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    let connect = tokio::net::TcpStream::connect(address.as_str());
+    match tokio::time::timeout(std::time::Duration::from_secs(5), connect).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!(
+            "nothing answers at {url} ({e}): is the server running? Start one with \
+             `cargo run --release -p chapters-code --bin demo-serving-api -- --port 8080`, \
+             or leave out --url to run one inside this process"
+        )),
+        Err(_) => Err(format!(
+            "{url} did not accept a connection within 5 s: is the server running and not overloaded?"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_dead_url_says_to_start_the_server() {
+        // A port just freed by a listener that was closed: nothing listens there.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let e = check_listening(&format!("http://127.0.0.1:{port}"))
+            .await
+            .unwrap_err();
+        assert!(e.contains("is the server running?"), "{e}");
+        let live = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/v1", live.local_addr().unwrap());
+        assert_eq!(check_listening(&url).await, Ok(()));
+    }
 
     #[test]
     fn only_loopback_urls_are_benchmarked() {

@@ -50,6 +50,7 @@ fn measured(inputs: &Inputs, measurement: &str, threads: f64) -> Option<f64> {
 
 /// Log-log roofline: one roof per thread count; each kernel's fastest version (filled) and its
 /// scalar reference (hollow) at its format's intensity; the engine's decode at 1 and 2 threads.
+/// Only tables measured on the roofline's CPU are drawn on it.
 pub fn roofline(inputs: &Inputs) -> Result<String> {
     let mut roofs = Vec::new();
     for threads in [1.0, 2.0] {
@@ -102,7 +103,7 @@ pub fn roofline(inputs: &Inputs) -> Result<String> {
         }
         // The bandwidth of working sets that fit a cache level: the kernels' matrices do.
         let mut caches = Vec::new();
-        for r in inputs.rows("hardware-triad-sizes") {
+        for r in inputs.rows_like("hardware-triad-sizes", "hardware-roofline") {
             let (Some(bw), name) = (num(r, "rate"), text(r, "what")) else {
                 continue;
             };
@@ -135,7 +136,7 @@ pub fn roofline(inputs: &Inputs) -> Result<String> {
                 });
         }
         for (table, format, ty, (dx, dy)) in KERNELS {
-            let rows = inputs.rows(table);
+            let rows = inputs.rows_like(table, "hardware-roofline");
             let rate = |r: &serde_json::Map<_, _>| num(r, "rate");
             let (Some(first), Some(best)) = (
                 rows.first().and_then(rate),
@@ -160,7 +161,7 @@ pub fn roofline(inputs: &Inputs) -> Result<String> {
             .label("matrix × vector: fastest (dot), scalar (ring)")
             .legend(|(x, y)| Circle::new((x + 15, y), 8, ORANGE.filled()));
         let decode: Vec<(f64, f64, String)> = inputs
-            .rows("engine-speed")
+            .rows_like("engine-speed", "hardware-roofline")
             .iter()
             .filter_map(|r| {
                 let label = match num(r, "spin_us") {

@@ -49,6 +49,19 @@ impl Inputs {
     pub fn rows(&self, name: &str) -> &[serde_json::Map<String, serde_json::Value>] {
         self.get(name).map_or(&[], |f| f.table.rows.as_slice())
     }
+
+    /// The rows of table `name` when it was measured on the same CPU as table `like`; empty
+    /// otherwise (one chart must not mix two machines' numbers).
+    pub fn rows_like(
+        &self,
+        name: &str,
+        like: &str,
+    ) -> &[serde_json::Map<String, serde_json::Value>] {
+        match (self.get(name), self.get(like)) {
+            (Some(f), Some(l)) if f.provenance.cpu_model == l.provenance.cpu_model => &f.table.rows,
+            _ => &[],
+        }
+    }
 }
 
 /// One chart of the book: the file it is written to, the tables it needs (drawn only when all
