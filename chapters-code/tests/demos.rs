@@ -208,6 +208,22 @@ fn every_demo_explains_its_flags() {
         for flag in flags.iter().chain(&["--stdout"]) {
             assert!(help.contains(flag), "{bin} --help lacks {flag}");
         }
+        // Ends with examples, each a command of this demo (or a client of it).
+        let examples = help
+            .split("Examples:\n")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{bin} --help has no examples"));
+        let name = std::path::Path::new(bin)
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap();
+        let lines: Vec<&str> = examples.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert!((2..=4).contains(&lines.len()), "{bin}: {lines:?}");
+        assert!(
+            lines.iter().any(|l| l.trim_start().starts_with(name)),
+            "{bin}: {lines:?}"
+        );
     }
 }
 

@@ -44,6 +44,7 @@ async fn start_with_body_limit(
         model_id: MODEL_ID.into(),
         max_body_bytes,
         request_timeout: timeout,
+        log_requests: false,
     };
     let state = app_state(&path, 1, scheduler, max_in_flight, config).expect("the server starts");
     let base = serve_on_loopback(Arc::clone(&state)).await.unwrap();

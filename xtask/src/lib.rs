@@ -6,6 +6,7 @@ pub mod bench_file;
 pub mod book;
 pub mod charts;
 pub mod checks;
+pub mod commands;
 pub mod compliance;
 pub mod coverage;
 pub mod falsify;

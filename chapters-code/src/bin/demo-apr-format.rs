@@ -20,7 +20,11 @@ use std::time::Instant;
 /// aprender and show which tampered, re-signed or wrongly-keyed files are rejected; with
 /// --benchmark, time loading each format.
 #[derive(Parser, Debug)]
-#[command(name = "demo-apr-format", version)]
+#[command(
+    name = "demo-apr-format",
+    version,
+    after_help = "Examples:\n  demo-apr-format --verify\n  demo-apr-format --dir /tmp/apr --force\n  demo-apr-format --benchmark --runs 30\n"
+)]
 struct Cli {
     #[command(flatten)]
     demo: DemoArgs,

@@ -12,7 +12,11 @@ use serde_json::json;
 /// through static batching, then continuous batching, with the real model; report throughput,
 /// batch utilization and latency percentiles of each.
 #[derive(Parser, Debug)]
-#[command(name = "demo-continuous-batching", version)]
+#[command(
+    name = "demo-continuous-batching",
+    version,
+    after_help = "Examples:\n  demo-continuous-batching\n  demo-continuous-batching --kv-mib 3\n  demo-continuous-batching --output-tokens 64 64 --interarrival-steps 0\n"
+)]
 struct Cli {
     #[command(flatten)]
     demo: DemoArgs,

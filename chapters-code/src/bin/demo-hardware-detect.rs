@@ -14,7 +14,11 @@ use std::time::Duration;
 /// memory bandwidth (STREAM triad) and peak f32 FLOP/s, on one thread and on all threads, plus
 /// the upper bound of LLM decode speed they imply (tokens/s ≤ bandwidth ÷ model bytes).
 #[derive(Parser, Debug)]
-#[command(name = "demo-hardware-detect", version)]
+#[command(
+    name = "demo-hardware-detect",
+    version,
+    after_help = "Examples:\n  demo-hardware-detect\n  demo-hardware-detect --output json\n  demo-hardware-detect --verify\n"
+)]
 struct Cli {
     #[command(flatten)]
     demo: DemoArgs,

@@ -14,7 +14,11 @@ use serde_json::json;
 /// replay, and memory efficiency (bytes holding real tokens ÷ bytes reserved) of paged blocks
 /// against reserving each request's maximum length up front.
 #[derive(Parser, Debug)]
-#[command(name = "demo-kv-cache", version)]
+#[command(
+    name = "demo-kv-cache",
+    version,
+    after_help = "Examples:\n  demo-kv-cache\n  demo-kv-cache --requests 128 --kv-mib 16\n  demo-kv-cache --output json\n"
+)]
 struct Cli {
     #[command(flatten)]
     demo: DemoArgs,

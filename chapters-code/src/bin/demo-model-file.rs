@@ -16,7 +16,11 @@ use std::time::Instant;
 /// the metadata, the tensors by type and size. With --benchmark, also time opening by mmap
 /// against reading the whole file into memory.
 #[derive(Parser, Debug)]
-#[command(name = "demo-model-file", version)]
+#[command(
+    name = "demo-model-file",
+    version,
+    after_help = "Examples:\n  demo-model-file\n  demo-model-file --all-metadata\n  demo-model-file --model other.gguf\n"
+)]
 struct Cli {
     #[command(flatten)]
     demo: DemoArgs,

@@ -18,7 +18,11 @@ use std::time::Instant;
 /// (no BOS), cut into non-overlapping chunks of --ctx tokens, each chunk is evaluated in one
 /// pass on a fresh KV cache, and the second half of each chunk is scored.
 #[derive(Parser, Debug)]
-#[command(name = "demo-perplexity", version)]
+#[command(
+    name = "demo-perplexity",
+    version,
+    after_help = "Examples:\n  demo-perplexity --chunks 4\n  demo-perplexity --verify\n  demo-perplexity --file my-text.txt --ctx 256\n"
+)]
 struct Cli {
     #[command(flatten)]
     demo: DemoArgs,

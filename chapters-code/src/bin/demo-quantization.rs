@@ -22,7 +22,11 @@ use serde_json::{Value, json};
 /// text (every format GGUF can hold). --verify writes each GGUF to memory,
 /// parses it back and checks every tensor.
 #[derive(Parser, Debug)]
-#[command(name = "demo-quantization", version)]
+#[command(
+    name = "demo-quantization",
+    version,
+    after_help = "Examples:\n  demo-quantization --formats q8_0,q4_0 --chunks 8\n  demo-quantization --formats q4_0 --quantize-output\n  demo-quantization --formats q4_k --write /tmp/quant\n"
+)]
 struct Cli {
     #[command(flatten)]
     demo: DemoArgs,

@@ -19,7 +19,11 @@ use std::time::Duration;
 /// status 1 on a failed check. With --verify --output json the checks are printed as the
 /// `api-conformance` table (the course scorecard's API correctness).
 #[derive(Parser, Debug)]
-#[command(name = "demo-serving-api", version)]
+#[command(
+    name = "demo-serving-api",
+    version,
+    after_help = "Examples:\n  demo-serving-api --port 8080\n  curl -s localhost:8080/v1/chat/completions -H 'content-type: application/json' -d '{\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}],\"temperature\":0}'\n  demo-serving-api --verify --port 0\n"
+)]
 struct Cli {
     #[command(flatten)]
     demo: DemoArgs,
@@ -66,6 +70,10 @@ struct Cli {
     /// After SIGTERM, how long requests in flight may take to finish, in seconds.
     #[arg(long, default_value_t = 30)]
     drain_s: u64,
+
+    /// No start-up summary and no line per request on stderr.
+    #[arg(long)]
+    quiet: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -94,7 +102,9 @@ fn demo() -> Result<()> {
         model_id: model_id.clone(),
         max_body_bytes: (cli.max_body_kib as usize) << 10,
         request_timeout: Duration::from_secs(cli.timeout_s.max(1)),
+        log_requests: !cli.quiet,
     };
+    let summary = startup_summary(&cli, &path, &scheduler)?;
     let state = app_state(
         &path,
         cli.run.threads(),
@@ -102,6 +112,9 @@ fn demo() -> Result<()> {
         cli.max_queue as usize,
         config,
     )?;
+    if !cli.quiet {
+        eprintln!("{summary}");
+    }
     let runtime = chapters_code::serve::runtime().context("starting the async runtime")?;
     runtime.block_on(serve(cli, state, model_id))
 }
@@ -246,4 +259,36 @@ async fn shutdown_signal() {
         _ = ctrl_c => {},
         _ = terminate => {},
     }
+}
+
+/// What the server runs with, in one line (as llama-server and vLLM print at start-up).
+fn startup_summary(
+    cli: &Cli,
+    path: &std::path::Path,
+    scheduler: &SchedulerConfig,
+) -> Result<String> {
+    let gguf = chapters_code::assets::open_model(path)?;
+    let c = chapters_code::model::LlamaConfig::from_gguf(&gguf)?;
+    let blocks = chapters_code::kv::BlockPool::blocks_in_budget(
+        &c,
+        scheduler.block_tokens,
+        scheduler.kv_budget_bytes,
+    );
+    Ok(format!(
+        "model {} ({} layers, {} heads, {} KV heads, context {}); {} threads, SIMD {}; KV cache {} MiB = {} blocks of {} tokens ({} tokens); batches of up to {} sequences, {} tokens per step; queue of {}",
+        path.display(),
+        c.n_layers,
+        c.n_heads,
+        c.n_kv_heads,
+        c.context_length,
+        cli.run.threads(),
+        chapters_code::kernels::simd_path(),
+        scheduler.kv_budget_bytes >> 20,
+        blocks,
+        scheduler.block_tokens,
+        blocks * scheduler.block_tokens,
+        scheduler.max_running,
+        scheduler.max_batch_tokens,
+        cli.max_queue
+    ))
 }

@@ -19,7 +19,11 @@ use std::time::{Duration, Instant};
 /// the plain response and that no stop string leaked; --benchmark times plain against
 /// streamed answers side by side (time to first text, total time).
 #[derive(Parser, Debug)]
-#[command(name = "demo-streaming", version)]
+#[command(
+    name = "demo-streaming",
+    version,
+    after_help = "Examples:\n  demo-streaming\n  demo-streaming --prompt \"Write a haiku about Rust.\" --stop \"\\n\"\n  demo-streaming --url http://127.0.0.1:8080\n"
+)]
 struct Cli {
     #[command(flatten)]
     demo: DemoArgs,
@@ -77,6 +81,7 @@ async fn run(cli: Cli) -> Result<()> {
                 model_id: "demo".into(),
                 max_body_bytes: 1 << 20,
                 request_timeout: Duration::from_secs(600),
+                log_requests: false,
             };
             let state = app_state(
                 &cli.run.model_path(),

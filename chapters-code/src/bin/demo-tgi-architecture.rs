@@ -29,7 +29,11 @@ const DEFAULT_PROMPT: &str = "The capital of France is";
 /// load the model file (memory-mapped), tokenize, prefill the prompt in one pass, decode token
 /// by token, detokenize — and print how long each stage took and the tokens per second.
 #[derive(Parser, Debug)]
-#[command(name = "demo-tgi-architecture", version)]
+#[command(
+    name = "demo-tgi-architecture",
+    version,
+    after_help = "Examples:\n  demo-tgi-architecture --prompt \"The capital of France is\"\n  demo-tgi-architecture --chat --stream --prompt \"Write a haiku about Rust.\"\n  demo-tgi-architecture --temperature 0.7 --top-p 0.9 --seed 7\n"
+)]
 struct Cli {
     #[command(flatten)]
     demo: DemoArgs,
@@ -664,7 +668,7 @@ fn benchmark(
         "Best of {REPEATS} runs, the configurations taking turns. Decode bound: triad bandwidth measured in the same run on the same thread count, divided by the {:.1} MB of weights read per token. Decode compute: {:.1} MFLOP of matrix products per token times the decode rate. SIMD path: {}.",
         bytes_per_token as f64 / 1e6,
         flops_per_token as f64 / 1e6,
-        chapters_code::kernels::simd()
+        chapters_code::kernels::simd_path()
     ));
 
     let mb = |b: Option<u64>| json!(b.map(|b| b as f64 / 1e6));

@@ -14,7 +14,11 @@ use std::time::Duration;
 /// measured on the client side over HTTP. By default it starts this book's server in-process
 /// on a free loopback port; --url drives another server on this machine (llama-server, vLLM...).
 #[derive(Parser, Debug)]
-#[command(name = "demo-throughput-bench", version)]
+#[command(
+    name = "demo-throughput-bench",
+    version,
+    after_help = "Examples:\n  demo-throughput-bench\n  demo-throughput-bench --concurrency 1,8,32 --max-tokens 128\n  demo-throughput-bench --url http://127.0.0.1:8081/v1/completions --model-id smollm2\n"
+)]
 struct Cli {
     #[command(flatten)]
     demo: DemoArgs,
@@ -87,6 +91,7 @@ async fn run(cli: Cli) -> Result<()> {
                 model_id: "bench".into(),
                 max_body_bytes: 1 << 20,
                 request_timeout: Duration::from_secs(600),
+                log_requests: false,
             };
             let max_level = cli.concurrency.iter().copied().max().unwrap_or(1);
             let state = app_state(

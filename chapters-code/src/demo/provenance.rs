@@ -45,7 +45,7 @@ impl Provenance {
             date_utc: utc_now_rfc3339(),
             cpu_model: cpu.model,
             cores: cpu.logical_cores,
-            simd: cpu.simd.name().to_string(),
+            simd: crate::kernels::simd_path().name().to_string(),
             rustc: env!("PRODML_RUSTC_VERSION").to_string(),
             profile: if cfg!(debug_assertions) {
                 "debug"

@@ -39,6 +39,12 @@ pub fn simd() -> SimdLevel {
     *LEVEL.get_or_init(SimdLevel::detect)
 }
 
+/// The SIMD tier the kernels really run on this CPU: [`simd`] mapped to the kernels that exist
+/// (an AVX-512 CPU runs the AVX2 kernels). Report this, not [`simd`], as the path taken.
+pub fn simd_path() -> SimdLevel {
+    path(simd())
+}
+
 /// The tier a kernel really runs at `level`: AVX-512 machines run the AVX2 kernels (this book
 /// has no AVX-512 kernels yet: the machines it was written on could not test them).
 fn path(level: SimdLevel) -> SimdLevel {

@@ -2,6 +2,7 @@
 //! or streamed as Server-Sent Events, models, health and Prometheus metrics; errors in
 //! OpenAI's shape; cancellation when a client leaves; graceful shutdown.
 
+pub mod access_log;
 pub mod client;
 pub mod conformance;
 pub mod errors;
@@ -39,6 +40,9 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Longest a request may run (then 504, or an error event when streaming).
     pub request_timeout: Duration,
+    /// One line per request on stderr (`access_log`): on for the server binary, off for the
+    /// tests and the demos that start a server in their own process.
+    pub log_requests: bool,
 }
 
 /// What every handler shares.
@@ -176,13 +180,25 @@ async fn generate_endpoint(
         Ok(p) => p,
         Err(e) => {
             s.metrics.outcome("failure", e.reason());
+            if s.config.log_requests {
+                let outcome = access_log::Outcome::Failed {
+                    status: e.status.as_u16(),
+                    code: e.reason(),
+                };
+                eprintln!(
+                    "{}",
+                    access_log::line(None, endpoint.path(), &outcome, arrived, None)
+                );
+            }
             return e.into_response();
         }
     };
     let guard = Guard {
         state: Arc::clone(&s),
         id,
+        endpoint: endpoint.path(),
         arrived,
+        first_token: None,
         last_token: None,
         done: false,
     };
@@ -286,7 +302,9 @@ async fn to_engine_request(s: &Arc<AppState>, api: &ApiRequest) -> Result<Reques
 struct Guard {
     state: Arc<AppState>,
     id: RequestId,
+    endpoint: &'static str,
     arrived: Instant,
+    first_token: Option<Instant>,
     last_token: Option<Instant>,
     done: bool,
 }
@@ -296,9 +314,11 @@ impl Guard {
         let now = Instant::now();
         let m = &self.state.metrics;
         match self.last_token {
-            None => m
-                .time_to_first_token
-                .observe(now.duration_since(self.arrived).as_secs_f64()),
+            None => {
+                self.first_token = Some(now);
+                m.time_to_first_token
+                    .observe(now.duration_since(self.arrived).as_secs_f64())
+            }
             Some(t) => m
                 .inter_token_latency
                 .observe(now.duration_since(t).as_secs_f64()),
@@ -317,11 +337,33 @@ impl Guard {
             FinishReason::Timeout => m.outcome("failure", "timeout"),
             reason => m.outcome("success", json::finish_reason(reason)),
         }
+        self.log(&access_log::Outcome::Finished {
+            reason: json::finish_reason(finish.reason),
+            prompt_tokens: finish.prompt_tokens,
+            completion_tokens: finish.completion_tokens,
+        });
     }
 
     fn fail(&mut self, reason: &'static str) {
         self.done = true;
         self.state.metrics.outcome("failure", reason);
+        self.log(&access_log::Outcome::Failed {
+            status: 500,
+            code: reason,
+        });
+    }
+
+    fn log(&self, outcome: &access_log::Outcome) {
+        if self.state.config.log_requests {
+            let line = access_log::line(
+                Some(self.id),
+                self.endpoint,
+                outcome,
+                self.arrived,
+                self.first_token,
+            );
+            eprintln!("{line}");
+        }
     }
 }
 
@@ -330,6 +372,7 @@ impl Drop for Guard {
         if !self.done {
             self.state.metrics.outcome("failure", "cancelled");
             self.state.runner.cancel(self.id);
+            self.log(&access_log::Outcome::Cancelled);
         }
     }
 }

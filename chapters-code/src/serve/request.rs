@@ -16,6 +16,16 @@ pub enum Endpoint {
     Chat,
 }
 
+impl Endpoint {
+    /// The path the endpoint is served at.
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::Completions => "/v1/completions",
+            Endpoint::Chat => "/v1/chat/completions",
+        }
+    }
+}
+
 /// What to run.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Prompt {
