@@ -5,7 +5,9 @@
 //! check-commands` runs each of its commands from the workspace root (`$ ` prompts dropped,
 //! `\` continuations joined, one `bash -c` per command) and fails when one exits non-zero or
 //! runs past its time limit. Blocks that start a server, draw on a terminal or take many
-//! minutes are left unmarked, and the chapter says how to run them.
+//! minutes are left unmarked, and the chapter says how to run them. With
+//! `PRODML_COMMANDS_PROFILE=dev` (CI) `cargo run --release` runs in the dev profile, which
+//! optimizes chapters-code as release does, so that CI reuses its test build.
 
 use crate::checks::{BOOK_SRC, chapter_files};
 use crate::markdown::code_blocks;
@@ -123,13 +125,20 @@ pub fn run_all(root: &Path, filter: Option<&str>) -> Result<Vec<Outcome>> {
     if commands.is_empty() {
         bail!("no runnable console block matched: mark one with `{MARKER}` on the line before it");
     }
+    // CI reuses the test build: the dev profile optimizes chapters-code as release does.
+    let dev = std::env::var("PRODML_COMMANDS_PROFILE").is_ok_and(|p| p == "dev");
     let mut outcomes = Vec::new();
     for command in commands {
         let at = format!("{}:{}", command.file.display(), command.line);
         eprintln!("== {at}: {}", command.text);
+        let text = if dev {
+            as_dev(&command.text)
+        } else {
+            command.text.clone()
+        };
         let started = Instant::now();
         let mut child = Command::new("bash")
-            .args(["-o", "pipefail", "-c", &command.text])
+            .args(["-o", "pipefail", "-c", &text])
             .current_dir(root)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -178,6 +187,14 @@ pub fn run_all(root: &Path, filter: Option<&str>) -> Result<Vec<Outcome>> {
     Ok(outcomes)
 }
 
+/// `cargo run --release …` as `cargo run …` (the dev profile), other commands unchanged.
+fn as_dev(command: &str) -> String {
+    match command.strip_prefix("cargo run ") {
+        Some(rest) => format!("cargo run {}", rest.replacen("--release ", "", 1)),
+        None => command.to_string(),
+    }
+}
+
 /// Reads a child's pipe to its end on a thread (a full pipe would stall the child).
 fn drain<R: std::io::Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<String> {
     std::thread::spawn(move || {
@@ -209,6 +226,15 @@ mod tests {
         );
         assert_eq!(got[0].line, 5);
         assert_eq!(got[1].line, 6);
+    }
+
+    #[test]
+    fn ci_runs_cargo_commands_in_the_dev_profile() {
+        assert_eq!(
+            as_dev("cargo run --release -p chapters-code --bin demo-kv-cache -- --release-notes"),
+            "cargo run -p chapters-code --bin demo-kv-cache -- --release-notes"
+        );
+        assert_eq!(as_dev("curl -s x"), "curl -s x");
     }
 
     #[test]
