@@ -94,6 +94,9 @@ pub struct Table {
     pub notes: Vec<String>,
 }
 
+/// Most columns a Markdown table of the book shows side by side; wider ones are split.
+pub const MARKDOWN_COLUMNS: usize = 8;
+
 impl Table {
     pub fn new(name: &str, title: &str, columns: Vec<Column>) -> Table {
         Table {
@@ -131,19 +134,48 @@ impl Table {
 
     /// A GitHub-flavoured Markdown table (pipes in cells escaped).
     pub fn to_markdown(&self) -> String {
+        // A table wider than a laptop's column is split: the first (key) column, then at most
+        // MARKDOWN_COLUMNS - 1 others per part.
+        let others: Vec<usize> = (1..self.columns.len()).collect();
+        let cells = self.cells();
+        let parts: Vec<Vec<usize>> = if self.columns.len() <= MARKDOWN_COLUMNS {
+            vec![(0..self.columns.len()).collect()]
+        } else {
+            let per = MARKDOWN_COLUMNS - 1;
+            let n = others.len().div_ceil(per);
+            // Even parts: 11 other columns in 2 parts of 6 and 5, not 7 and 4.
+            let size = others.len().div_ceil(n);
+            others
+                .chunks(size)
+                .map(|c| std::iter::once(0).chain(c.iter().copied()).collect())
+                .collect()
+        };
         let esc = |s: &str| s.replace('|', "\\|");
         let mut out = String::new();
-        let headers: Vec<String> = self.columns.iter().map(|c| esc(&c.header())).collect();
-        out.push_str(&format!("| {} |\n", headers.join(" | ")));
-        let rule: Vec<&str> = self
-            .columns
-            .iter()
-            .map(|c| if c.unit.is_some() { "---:" } else { "---" })
-            .collect();
-        out.push_str(&format!("|{}|\n", rule.join("|")));
-        for row in self.cells() {
-            let row: Vec<String> = row.iter().map(|s| esc(s)).collect();
-            out.push_str(&format!("| {} |\n", row.join(" | ")));
+        for (i, part) in parts.iter().enumerate() {
+            if i > 0 {
+                out.push('\n');
+            }
+            let headers: Vec<String> = part
+                .iter()
+                .map(|&c| esc(&self.columns[c].header()))
+                .collect();
+            out.push_str(&format!("| {} |\n", headers.join(" | ")));
+            let rule: Vec<&str> = part
+                .iter()
+                .map(|&c| {
+                    if self.columns[c].unit.is_some() {
+                        "---:"
+                    } else {
+                        "---"
+                    }
+                })
+                .collect();
+            out.push_str(&format!("|{}|\n", rule.join("|")));
+            for row in &cells {
+                let row: Vec<String> = part.iter().map(|&c| esc(&row[c])).collect();
+                out.push_str(&format!("| {} |\n", row.join(" | ")));
+            }
         }
         out
     }
@@ -275,6 +307,26 @@ mod tests {
             sample().to_markdown(),
             "| What | Rate (GB/s) | N |\n|---|---:|---|\n| a\\|b | 12.3 | 3 |\n| c | — | 0.500 |\n"
         );
+    }
+
+    #[test]
+    fn a_wide_table_is_split_in_even_parts_that_repeat_its_key_column() {
+        let columns: Vec<Column> = (0..12)
+            .map(|i| Column::new(&format!("c{i}"), &format!("C{i}")))
+            .collect();
+        let mut t = Table::new("wide", "Wide", columns);
+        t.push((0..12).map(|i| json!(i)).collect());
+        let md = t.to_markdown();
+        let parts: Vec<&str> = md.split("\n\n").collect();
+        assert_eq!(parts.len(), 2, "{md}");
+        assert!(parts[0].starts_with("| C0 | C1 |") && parts[0].contains("| C6 |\n"));
+        assert!(parts[1].starts_with("| C0 | C7 |") && parts[1].contains("| C11 |\n"));
+        assert!(
+            parts
+                .iter()
+                .all(|p| p.lines().next().unwrap().matches(" | ").count() < MARKDOWN_COLUMNS)
+        );
+        assert_eq!(sample().to_markdown().matches("| What |").count(), 1);
     }
 
     #[test]
