@@ -833,3 +833,29 @@ async fn huge_prompts_are_answered_quickly_while_a_small_request_is_served() {
         assert!(took < Duration::from_secs(20), "{route}: {took:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_generator_speaks_both_apis_and_counts_its_samples() {
+    use chapters_code::serve::loadgen::{Api, LoadSpec, run_level};
+    let Some(server) = start(64, Duration::from_secs(120)).await else {
+        return;
+    };
+    for api in [Api::Completions, Api::Chat] {
+        let spec = LoadSpec {
+            api,
+            concurrency: 2,
+            requests_per_client: 2,
+            max_tokens: 5,
+            time_limit_s: 120.0,
+            model: None,
+        };
+        let url = format!("{}{}", server.base, api.path());
+        let level = run_level(&server.http, &url, &spec).await;
+        assert_eq!(level.failed, 0, "{api:?}: {:?}", level.first_error);
+        assert_eq!(level.requests, 4, "{api:?}");
+        assert_eq!(level.generated_tokens, 4 * 5, "{api:?}");
+        // One first token per request, four gaps per five-token answer.
+        assert_eq!(level.ttft_samples, 4, "{api:?}");
+        assert_eq!(level.itl_samples, 4 * 4, "{api:?}");
+    }
+}

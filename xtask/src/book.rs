@@ -127,13 +127,17 @@ pub fn render(root: &Path) -> Result<PathBuf> {
 }
 
 /// Copies the files of `from` (one level: diagrams) into `to`.
+/// Copies `from` into `to`, subdirectories included (`images/charts/`).
 fn copy_dir(from: &Path, to: &Path) -> Result<()> {
     std::fs::create_dir_all(to)?;
     for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
         let path = entry?.path();
-        if path.is_file()
-            && let Some(name) = path.file_name()
-        {
+        let Some(name) = path.file_name() else {
+            continue;
+        };
+        if path.is_dir() {
+            copy_dir(&path, &to.join(name))?;
+        } else if path.is_file() {
             std::fs::copy(&path, to.join(name))?;
         }
     }

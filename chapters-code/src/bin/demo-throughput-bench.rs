@@ -3,7 +3,7 @@
 use anyhow::{Context, Result, bail};
 use chapters_code::demo::{Column, DemoArgs, ModelArgs, Provenance, Report, Table, progress};
 use chapters_code::engine::SchedulerConfig;
-use chapters_code::serve::loadgen::{LevelResult, LoadSpec, check_loopback, run_level};
+use chapters_code::serve::loadgen::{Api, LevelResult, LoadSpec, check_loopback, run_level};
 use chapters_code::serve::{ServerConfig, app_state, serve_on_loopback};
 use clap::Parser;
 use serde_json::json;
@@ -30,9 +30,18 @@ struct Cli {
     #[arg(long, value_delimiter = ',', num_args = 1.., default_values_t = [1, 2, 4, 8, 16])]
     concurrency: Vec<usize>,
 
-    /// Requests each client sends per level, one after another.
+    /// Requests each client sends per level, one after another (at least; see --min-requests).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..10_000))]
     requests_per_client: u64,
+
+    /// Requests per level, at least: with few clients each sends more, so that a percentile
+    /// never comes from a handful of values.
+    #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u64).range(1..100_000))]
+    min_requests: u64,
+
+    /// The endpoint to load: `completions` (a prompt) or `chat` (one user message).
+    #[arg(long, value_enum, default_value_t = Api::Completions)]
+    api: Api,
 
     /// Tokens generated per request (end-of-sequence ignored).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..4097))]
@@ -42,8 +51,8 @@ struct Cli {
     #[arg(long, default_value_t = 120.0)]
     time_limit_s: f64,
 
-    /// Benchmark this completions URL instead of starting our server (loopback only), e.g.
-    /// http://127.0.0.1:8080/v1/completions.
+    /// Benchmark this URL instead of starting our server (loopback only): the endpoint of
+    /// --api, e.g. http://127.0.0.1:8080/v1/completions or …/v1/chat/completions.
     #[arg(long)]
     url: Option<String>,
 
@@ -105,7 +114,7 @@ async fn run(cli: Cli) -> Result<()> {
                 .await
                 .context("listening on loopback")?;
             (
-                format!("{base}/v1/completions"),
+                format!("{base}{}", cli.api.path()),
                 format!(
                     "this book's server ({} threads, batch ≤ {})",
                     cli.run.threads(),
@@ -117,9 +126,10 @@ async fn run(cli: Cli) -> Result<()> {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(1024)
         .build()?;
-    let spec_for = |concurrency| LoadSpec {
+    let spec_for = |concurrency: usize| LoadSpec {
+        api: cli.api,
         concurrency,
-        requests_per_client: cli.requests_per_client as usize,
+        requests_per_client: per_client(&cli, concurrency),
         max_tokens: cli.max_tokens as usize,
         time_limit_s: cli.time_limit_s,
         model: cli.model_id.clone(),
@@ -161,12 +171,14 @@ async fn run(cli: Cli) -> Result<()> {
             Column::new("scaling", "vs first row").unit("×").decimals(2),
             Column::new("ttft_p50", "TTFT P50").unit("ms").decimals(0),
             Column::new("ttft_p99", "TTFT P99").unit("ms").decimals(0),
+            Column::new("ttft_n", "TTFT samples"),
             Column::new("itl_p50", "Inter-token P50")
                 .unit("ms")
                 .decimals(1),
             Column::new("itl_p99", "Inter-token P99")
                 .unit("ms")
                 .decimals(1),
+            Column::new("itl_n", "Inter-token samples"),
             Column::new("jitter", "Jitter (std dev)")
                 .unit("ms")
                 .decimals(1),
@@ -181,16 +193,20 @@ async fn run(cli: Cli) -> Result<()> {
             json!(l.tokens_per_s / base_rate),
             json!(l.ttft_p50_ms),
             json!(l.ttft_p99_ms),
+            json!(l.ttft_samples),
             json!(l.itl_p50_ms),
             json!(l.itl_p99_ms),
+            json!(l.itl_samples),
             json!(l.itl_jitter_ms),
             json!(l.failed),
         ]);
     }
     table.notes.push(format!(
-        "Target: {target}. Each client sends {} streaming completions of {} tokens one after another (greedy, end-of-sequence ignored); clients, server and engine share this machine's {} logical cores. Times are measured by the client, from sending the request.",
+        "Target: {target} ({}). Each client sends at least {} streaming requests of {} tokens one after another, and every level at least {} in all (greedy, end-of-sequence ignored); clients, server and engine share this machine's {} logical cores. Times are measured by the client, from sending the request. A P99 of fewer than 100 samples is their largest value.",
+        cli.api.path(),
         cli.requests_per_client,
         cli.max_tokens,
+        cli.min_requests,
         std::thread::available_parallelism().map_or(1, |n| n.get()),
     ));
     let failed: usize = levels.iter().map(|l| l.failed).sum();
@@ -215,4 +231,10 @@ async fn run(cli: Cli) -> Result<()> {
         std::process::exit(1);
     }
     Ok(())
+}
+
+/// Requests each client sends at `concurrency`: --requests-per-client, or more so that the
+/// level sends at least --min-requests.
+fn per_client(cli: &Cli, concurrency: usize) -> usize {
+    (cli.requests_per_client as usize).max((cli.min_requests as usize).div_ceil(concurrency.max(1)))
 }

@@ -9,9 +9,31 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
+/// Which OpenAI endpoint the clients call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Api {
+    /// `/v1/completions` with a `prompt`.
+    Completions,
+    /// `/v1/chat/completions` with one user message (the chat template adds its tokens).
+    Chat,
+}
+
+impl Api {
+    /// The endpoint's path under a server's base URL.
+    pub fn path(self) -> &'static str {
+        match self {
+            Api::Completions => "/v1/completions",
+            Api::Chat => "/v1/chat/completions",
+        }
+    }
+}
+
 /// One concurrency level of a benchmark.
 #[derive(Debug, Clone, Serialize)]
 pub struct LoadSpec {
+    /// The endpoint the clients call (its URL must match).
+    pub api: Api,
     /// Clients streaming at the same time.
     pub concurrency: usize,
     /// Requests each client sends, one after another.
@@ -40,8 +62,13 @@ pub struct LevelResult {
     pub tokens_per_s: f64,
     pub ttft_p50_ms: f64,
     pub ttft_p99_ms: f64,
+    /// Time-to-first-token values the TTFT percentiles come from (one per request): a P99 of
+    /// fewer than 100 values is the largest of them, and is reported as such.
+    pub ttft_samples: usize,
     pub itl_p50_ms: f64,
     pub itl_p99_ms: f64,
+    /// Gaps between tokens the inter-token percentiles come from.
+    pub itl_samples: usize,
     /// Standard deviation of the gaps between tokens (milliseconds).
     pub itl_jitter_ms: f64,
 }
@@ -107,10 +134,15 @@ pub async fn run_level(http: &reqwest::Client, url: &str, spec: &LoadSpec) -> Le
 }
 // ANCHOR_END: run_level
 
-/// A streaming completion request with usage, greedy, end-of-sequence ignored.
+/// A streaming request with usage, greedy, end-of-sequence ignored: the prompt as `prompt`
+/// (completions) or as one user message (chat).
 pub fn request_body(spec: &LoadSpec, prompt: &str) -> Value {
+    let input = match spec.api {
+        Api::Completions => ("prompt", json!(prompt)),
+        Api::Chat => ("messages", json!([{ "role": "user", "content": prompt }])),
+    };
     let mut body = json!({
-        "prompt": prompt,
+        input.0: input.1,
         "max_tokens": spec.max_tokens,
         "temperature": 0,
         "ignore_eos": true,
@@ -157,6 +189,8 @@ fn summarize(
         generated_tokens,
         wall_s,
         tokens_per_s: generated_tokens as f64 / wall_s.max(1e-9),
+        ttft_samples: ttft.len(),
+        itl_samples: gaps.len(),
         ttft_p50_ms: percentile(&mut ttft, 0.50),
         ttft_p99_ms: percentile(&mut ttft, 0.99),
         itl_p50_ms: percentile(&mut gaps, 0.50),
