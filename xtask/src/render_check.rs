@@ -201,9 +201,15 @@ pub fn check_charts(
     let mut results = Vec::new();
     for name in &names {
         let prefix = format!("chart {name} ");
+        // The first result shares its line with the `<pre>` tag: look inside lines.
         let size = dom
             .lines()
-            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .find_map(|l| l.find(prefix.as_str()).map(|at| &l[at + prefix.len()..]))
+            .map(|rest| {
+                rest.split(|c: char| c.is_whitespace() || c == '<')
+                    .next()
+                    .unwrap_or("")
+            })
             .with_context(|| format!("Chromium reported nothing for chart {name}"))?;
         let (w, h) = size.split_once('x').unwrap_or(("0", "0"));
         let (width, height) = (w.trim().parse().unwrap_or(0), h.trim().parse().unwrap_or(0));
