@@ -44,6 +44,15 @@ fn chromium(chrome: &Path, profile: &Path) -> Command {
     cmd
 }
 
+/// The DOM of `url` after its scripts ran (stdout), and Chromium's messages (stderr).
+fn dump_dom(chrome: &Path, profile: &Path, url: &str) -> Result<std::process::Output> {
+    chromium(chrome, profile)
+        .arg("--dump-dom")
+        .arg(url)
+        .output()
+        .with_context(|| format!("running {}", chrome.display()))
+}
+
 /// What a page showed after its scripts ran.
 #[derive(Debug)]
 pub struct PageRender {
@@ -69,11 +78,7 @@ pub fn check_mermaid(html_dir: &Path, shots_dir: &Path) -> Result<Vec<PageRender
             continue;
         }
         let url = format!("file://{}", page.canonicalize()?.display());
-        let out = chromium(&chrome, &profile)
-            .arg("--dump-dom")
-            .arg(&url)
-            .output()
-            .with_context(|| format!("running {}", chrome.display()))?;
+        let out = dump_dom(&chrome, &profile, &url)?;
         let dom = String::from_utf8_lossy(&out.stdout);
         let rendered_svgs = dom.matches("aria-roledescription=").count();
         let rel = page.strip_prefix(html_dir).unwrap_or(&page).to_path_buf();
@@ -192,11 +197,7 @@ pub fn check_charts(
     )?;
     let url = format!("file://{}", page.canonicalize()?.display());
     let profile = shots_dir.join("chromium-profile");
-    let out = chromium(&chrome, &profile)
-        .arg("--dump-dom")
-        .arg(&url)
-        .output()
-        .with_context(|| format!("running {}", chrome.display()))?;
+    let out = dump_dom(&chrome, &profile, &url)?;
     let dom = String::from_utf8_lossy(&out.stdout);
     let mut results = Vec::new();
     for name in &names {

@@ -9,25 +9,8 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
-/// Which OpenAI endpoint the clients call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Api {
-    /// `/v1/completions` with a `prompt`.
-    Completions,
-    /// `/v1/chat/completions` with one user message (the chat template adds its tokens).
-    Chat,
-}
-
-impl Api {
-    /// The endpoint's path under a server's base URL.
-    pub fn path(self) -> &'static str {
-        match self {
-            Api::Completions => "/v1/completions",
-            Api::Chat => "/v1/chat/completions",
-        }
-    }
-}
+/// Which OpenAI endpoint the clients call: the server's own [`Endpoint`].
+pub use super::request::Endpoint as Api;
 
 /// One concurrency level of a benchmark.
 #[derive(Debug, Clone, Serialize)]
@@ -202,10 +185,8 @@ fn summarize(
 /// Refuses anything but a loopback URL: the benchmark floods its target, so it only targets
 /// this machine.
 pub fn check_loopback(url: &str) -> Result<(), String> {
-    let rest = url
-        .strip_prefix("http://")
+    let authority = authority(url)
         .ok_or_else(|| format!("`{url}`: only http:// URLs on this machine are benchmarked"))?;
-    let authority = rest.split('/').next().unwrap_or_default();
     let host = match authority.strip_prefix('[') {
         Some(v6) => v6.split(']').next().unwrap_or_default(),
         None => authority.split(':').next().unwrap_or_default(),
@@ -223,12 +204,16 @@ pub fn check_loopback(url: &str) -> Result<(), String> {
     }
 }
 
+/// The `host[:port]` of an `http://` URL.
+fn authority(url: &str) -> Option<&str> {
+    url.strip_prefix("http://")?.split('/').next()
+}
+
 /// Whether something accepts connections at `url`'s host and port (a checked loopback URL);
 /// the error says how to start a server. Run before a benchmark or a stream, so that a wrong
 /// port is one clear line, not "error sending request" from every client.
 pub async fn check_listening(url: &str) -> Result<(), String> {
-    let rest = url.strip_prefix("http://").unwrap_or(url);
-    let authority = rest.split('/').next().unwrap_or_default();
+    let authority = authority(url).unwrap_or(url);
     let address = if authority
         .rsplit(':')
         .next()

@@ -9,10 +9,13 @@ use crate::sampling::SamplingParams;
 use crate::tokenizer::ChatMessage;
 use serde_json::{Map, Value};
 
-/// Which endpoint a request came to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which endpoint a request came to (and which one the load generator calls).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
 pub enum Endpoint {
+    /// `/v1/completions` with a `prompt`.
     Completions,
+    /// `/v1/chat/completions` with messages (the chat template adds its tokens).
     Chat,
 }
 
