@@ -6,6 +6,7 @@ use crate::model::{KvCache, KvPrecision, Llama, Logits, ModelError};
 use crate::sampling::{Sampler, SamplingParams};
 use crate::tokenizer::{StreamDecoder, TokenId, Tokenizer};
 use serde::Serialize;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// What to generate.
@@ -31,6 +32,8 @@ pub enum FinishReason {
     Length,
     /// The request's deadline passed (engine only).
     Timeout,
+    /// The caller interrupted it (e.g. Ctrl-C in the interactive chat); the text so far is kept.
+    Interrupted,
 }
 
 /// Wall time of each stage.
@@ -185,8 +188,44 @@ pub fn generate_with_cache(
     pool: &ThreadPool,
     request: &Request,
     precision: KvPrecision,
+    on_text: impl FnMut(&str),
+) -> Result<Generation, ModelError> {
+    run(model, tokenizer, pool, request, precision, None, on_text)
+}
+
+/// [`generate`] that also ends, with [`FinishReason::Interrupted`], once `interrupt` is set —
+/// from another thread, e.g. a Ctrl-C handler. The flag is read before every forward pass, so
+/// the answer stops within one token's time.
+pub fn generate_interruptible(
+    model: &Llama,
+    tokenizer: &Tokenizer,
+    pool: &ThreadPool,
+    request: &Request,
+    interrupt: &AtomicBool,
+    on_text: impl FnMut(&str),
+) -> Result<Generation, ModelError> {
+    let precision = KvPrecision::F16;
+    run(
+        model,
+        tokenizer,
+        pool,
+        request,
+        precision,
+        Some(interrupt),
+        on_text,
+    )
+}
+
+fn run(
+    model: &Llama,
+    tokenizer: &Tokenizer,
+    pool: &ThreadPool,
+    request: &Request,
+    precision: KvPrecision,
+    interrupt: Option<&AtomicBool>,
     mut on_text: impl FnMut(&str),
 ) -> Result<Generation, ModelError> {
+    let interrupted = || interrupt.is_some_and(|flag| flag.load(Ordering::Relaxed));
     let limit = (request.prompt_ids.len() + request.max_tokens).min(model.config.context_length);
     let mut cache = KvCache::with_precision(&model.config, limit, precision)?;
     let mut sampler = Sampler::new(request.sampling.clone());
@@ -226,16 +265,22 @@ pub fn generate_with_cache(
         if generated.len() == request.max_tokens || cache.len() >= cache.limit() {
             break;
         }
+        if interrupted() {
+            finish = FinishReason::Interrupted;
+            break;
+        }
         let t = Instant::now();
         logits = model.forward(pool, &mut cache, &[next], Logits::Last)?;
         next = sampler.sample(&mut logits, &history);
         times.decode += t.elapsed();
     }
-    if finish == FinishReason::Length {
+    if matches!(finish, FinishReason::Length | FinishReason::Interrupted) {
         let t = Instant::now();
         let (mut rest, hit_stop) = stops.push(&decoder.finish());
         if hit_stop {
-            finish = FinishReason::Stop;
+            if finish == FinishReason::Length {
+                finish = FinishReason::Stop;
+            }
         } else {
             rest += &stops.finish();
         }

@@ -85,16 +85,6 @@ fn hardware_demo_json_carries_provenance_and_verified_measurements() {
 }
 
 #[test]
-fn tui_output_refuses_a_redirected_stdout() {
-    let out = run(
-        env!("CARGO_BIN_EXE_demo-hardware-detect"),
-        &["--output", "tui", "--array-mib", "3"],
-    );
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("terminal"));
-}
-
-#[test]
 fn stdout_is_the_course_spelling_of_output_stdout() {
     let bin = env!("CARGO_BIN_EXE_demo-hardware-detect");
     let out = run(bin, &["--stdout", "--array-mib", "3", "--threads", "1"]);

@@ -104,7 +104,6 @@ fn main() -> std::process::ExitCode {
 
 fn demo() -> Result<()> {
     let cli = Cli::parse();
-    cli.demo.check_output()?;
     let files = match &cli.dir {
         Some(dir) => Files {
             dir: dir.clone(),

@@ -34,7 +34,6 @@ fn main() -> std::process::ExitCode {
 
 fn demo() -> Result<()> {
     let cli = Cli::parse();
-    cli.demo.check_output()?;
     let replays = replay_policies(
         &cli.run,
         &cli.workload,

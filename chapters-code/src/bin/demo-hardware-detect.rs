@@ -44,7 +44,6 @@ fn main() -> std::process::ExitCode {
 
 fn demo() -> Result<()> {
     let cli = Cli::parse();
-    cli.demo.check_output()?;
     let machine = MachineInfo::detect();
     let trueno = trueno_view::detect();
     let all = cli

@@ -67,7 +67,6 @@ fn main() -> std::process::ExitCode {
 
 fn demo() -> Result<()> {
     let cli = Cli::parse();
-    cli.demo.check_output()?;
     let path = cli.model.clone().unwrap_or_else(assets::model_path);
     let before = ProcessMemory::read();
     let t = Instant::now();

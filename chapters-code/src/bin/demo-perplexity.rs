@@ -49,7 +49,6 @@ fn main() -> std::process::ExitCode {
 
 fn demo() -> Result<()> {
     let cli = Cli::parse();
-    cli.demo.check_output()?;
     let threads = cli.run.threads();
     let model_path = cli.run.model_path();
     let text_path = cli

@@ -138,7 +138,6 @@ fn main() -> std::process::ExitCode {
 
 fn demo() -> Result<()> {
     let cli = Cli::parse();
-    cli.demo.check_output()?;
     let targets: Vec<Target> = if cli.formats.is_empty() {
         Target::ALL.to_vec()
     } else {

@@ -82,7 +82,6 @@ fn main() -> std::process::ExitCode {
 
 fn demo() -> Result<()> {
     let cli = Cli::parse();
-    cli.demo.check_output()?;
     if cli.demo.benchmark {
         bail!("the server has no benchmark mode of its own: run demo-throughput-bench against it");
     }

@@ -62,7 +62,6 @@ fn main() -> std::process::ExitCode {
 
 fn demo() -> Result<()> {
     let cli = Cli::parse();
-    cli.demo.check_output()?;
     let runtime = chapters_code::serve::runtime().context("starting the async runtime")?;
     runtime.block_on(run(cli))
 }

@@ -5,7 +5,7 @@ use anyhow::{Context, Result, bail};
 use chapters_code::assets;
 use chapters_code::demo::args::parse;
 use chapters_code::demo::{
-    Column, DemoArgs, ModelArgs, OutputMode, Provenance, Report, Table, progress,
+    Column, DemoArgs, ModelArgs, OutputMode, Provenance, Report, Table, chat, progress,
 };
 use chapters_code::generate::{Request, default_stop_tokens, generate};
 use chapters_code::hw::SimdLevel;
@@ -32,7 +32,7 @@ const DEFAULT_PROMPT: &str = "The capital of France is";
 #[command(
     name = "demo-tgi-architecture",
     version,
-    after_help = "Examples:\n  demo-tgi-architecture --prompt \"The capital of France is\"\n  demo-tgi-architecture --chat --stream --prompt \"Write a haiku about Rust.\"\n  demo-tgi-architecture --temperature 0.7 --top-p 0.9 --seed 7\n"
+    after_help = "Examples:\n  demo-tgi-architecture --prompt \"The capital of France is\"\n  demo-tgi-architecture --chat                  # a conversation, on a terminal\n  echo \"Write a haiku about Rust.\" | demo-tgi-architecture --chat --stream\n  demo-tgi-architecture --temperature 0.7 --top-p 0.9 --seed 7\n"
 )]
 struct Cli {
     #[command(flatten)]
@@ -47,9 +47,9 @@ struct Cli {
     #[arg(long)]
     prompt: Option<String>,
 
-    /// Most tokens to generate.
-    #[arg(long, default_value_t = 48)]
-    max_tokens: usize,
+    /// Most tokens to generate [default: 48; 512 per answer in an interactive chat].
+    #[arg(long)]
+    max_tokens: Option<usize>,
 
     /// Sampling temperature; 0 is greedy (always the most likely token).
     #[arg(long, default_value_t = 0.0, allow_negative_numbers = true, value_parser = parse::non_negative)]
@@ -76,9 +76,15 @@ struct Cli {
     #[arg(long, value_parser = parse::stop_string)]
     stop: Vec<String>,
 
-    /// Treat --prompt as a user message and format it with the model's chat template.
+    /// Chat with the model. On a terminal without --prompt: a conversation (streamed; /reset
+    /// starts over, Ctrl-C stops an answer, Ctrl-D or /quit ends). With --prompt, or with the
+    /// message piped on stdin: one answer. The text is formatted with the model's chat template.
     #[arg(long)]
     chat: bool,
+
+    /// With --chat: converse even when stdin is not a terminal (for scripts and tests).
+    #[arg(long, requires = "chat", conflicts_with = "prompt")]
+    interactive: bool,
 
     /// System message for --chat (default: the template's own).
     #[arg(long, requires = "chat")]
@@ -113,7 +119,6 @@ fn main() -> std::process::ExitCode {
 
 fn demo() -> Result<()> {
     let cli = Cli::parse();
-    cli.demo.check_output()?;
     let sampling = SamplingParams {
         temperature: cli.temperature,
         top_k: cli.top_k,
@@ -147,7 +152,20 @@ fn demo() -> Result<()> {
         return Ok(());
     }
 
-    let prompt = cli.prompt.as_deref().unwrap_or(DEFAULT_PROMPT);
+    if cli.chat && cli.prompt.is_none() && !cli.demo.verify {
+        use std::io::IsTerminal;
+        if cli.interactive || std::io::stdin().is_terminal() {
+            return converse(&cli, &model, &tokenizer, &pool, sampling);
+        }
+    }
+    let piped = match cli.chat && cli.prompt.is_none() && !cli.demo.verify {
+        true => Some(piped_message()?),
+        false => None,
+    };
+    let prompt = piped
+        .as_deref()
+        .or(cli.prompt.as_deref())
+        .unwrap_or(DEFAULT_PROMPT);
     if cli.demo.verify && cli.prompt.is_some() {
         eprintln!(
             "note: --verify checks the parity suite (50 prompts against llama.cpp's stored outputs); \
@@ -183,14 +201,16 @@ fn demo() -> Result<()> {
 
     let request = Request {
         prompt_ids: prompt_ids.clone(),
-        max_tokens: cli.max_tokens,
+        max_tokens: cli.max_tokens.unwrap_or(48),
         sampling,
         stop_tokens: default_stop_tokens(&tokenizer),
         stop_strings: cli.stop.clone(),
     };
     let streaming = cli.stream && cli.demo.output == OutputMode::Stdout;
+    // A chat prints the answer alone; a plain prompt is continued, so it is printed first.
+    let echo = if cli.chat { "" } else { prompt_text.as_str() };
     if streaming {
-        print!("{}", prompt_text);
+        print!("{echo}");
         std::io::stdout().flush()?;
     }
     let generation = generate(&model, &tokenizer, &pool, &request, |piece| {
@@ -281,7 +301,7 @@ fn demo() -> Result<()> {
     };
     report.emit(cli.demo.output, |out| {
         if !streaming {
-            writeln!(out, "{}{}", prompt_text, generation.text)?;
+            writeln!(out, "{echo}{}", generation.text)?;
         }
         writeln!(
             out,
@@ -315,6 +335,65 @@ fn demo() -> Result<()> {
         std::process::exit(1);
     }
     Ok(())
+}
+
+/// `--chat` on a terminal: a conversation until Ctrl-D or /quit.
+fn converse(
+    cli: &Cli,
+    model: &Llama,
+    tokenizer: &Tokenizer,
+    pool: &ThreadPool,
+    sampling: SamplingParams,
+) -> Result<()> {
+    if cli.demo.output != OutputMode::Stdout || cli.demo.benchmark {
+        bail!(
+            "an interactive chat writes text on the terminal: drop --output {:?}/--benchmark, \
+             or give the message with --prompt for a report",
+            cli.demo.output
+        );
+    }
+    let mut chat = chat::Chat::new(model, tokenizer, pool);
+    chat.system = cli.system.clone();
+    chat.sampling = sampling;
+    chat.stop_strings = cli.stop.clone();
+    if let Some(max) = cli.max_tokens {
+        chat.max_tokens = max;
+    }
+    let interrupt = std::sync::Arc::new(chat::Interrupt::default());
+    interrupt.catch_ctrl_c()?;
+    let path = cli.run.model_path();
+    let name = path
+        .file_name()
+        .unwrap_or(path.as_os_str())
+        .to_string_lossy();
+    eprintln!(
+        "Chat with {name} ({} threads, {} tokens of context).\n{}",
+        pool.n_threads(),
+        model.config.context_length,
+        chat::HELP
+    );
+    let stdin = std::io::stdin();
+    chat::repl(
+        &mut chat,
+        &mut stdin.lock(),
+        &mut std::io::stdout(),
+        &interrupt,
+    )
+}
+
+/// `--chat` with stdin piped: the whole input is the one user message.
+fn piped_message() -> Result<String> {
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+        .context("reading the message from stdin")?;
+    let text = text.trim_end_matches(['\n', '\r']).to_string();
+    if text.trim().is_empty() {
+        bail!(
+            "--chat has nothing to answer: stdin is not a terminal and is empty; give the \
+             message with --prompt, pipe it in, or run on a terminal for a conversation"
+        );
+    }
+    Ok(text)
 }
 
 /// What `--verify` found: the parity suite's tables and bars, and their JSON.

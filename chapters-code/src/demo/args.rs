@@ -20,7 +20,7 @@ use clap::{Args, ValueEnum};
 #[derive(Args, Debug, Clone)]
 pub struct DemoArgs {
     /// Where results go: `stdout` (readable text), `json` (one JSON object with provenance,
-    /// for scripts and `cargo xtask bench`) or `tui` (a terminal dashboard; needs a terminal).
+    /// for scripts and `cargo xtask bench`). Long runs show live progress bars on stderr.
     #[arg(long, value_enum, default_value_t = OutputMode::Stdout)]
     pub output: OutputMode,
 
@@ -41,32 +41,15 @@ pub struct DemoArgs {
     pub seed: u64,
 }
 
-/// The three output modes.
+/// The output modes.
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutputMode {
     /// Human-readable text (the default; never waits for input).
     Stdout,
     /// One JSON object on stdout.
     Json,
-    /// A terminal dashboard with bars.
-    Tui,
 }
 // ANCHOR_END: demo_args
-
-impl DemoArgs {
-    /// Fails early (before any work) when the output mode cannot work here: `--output tui`
-    /// with stdout redirected.
-    pub fn check_output(&self) -> anyhow::Result<()> {
-        use std::io::IsTerminal;
-        if self.output == OutputMode::Tui && !std::io::stdout().is_terminal() {
-            anyhow::bail!(
-                "--output tui draws on a terminal, but stdout is redirected; \
-                 use --output stdout or --output json"
-            );
-        }
-        Ok(())
-    }
-}
 
 /// Flags of the demos that run the model.
 #[derive(Args, Debug, Clone)]

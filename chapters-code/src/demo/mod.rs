@@ -1,13 +1,13 @@
 //! What every demo binary shares: the command-line flags ([`DemoArgs`]), provenance of every
-//! number ([`provenance`]), and the three output modes (text, JSON, terminal view).
+//! number ([`provenance`]), and the two output modes (text, JSON).
 
 pub mod args;
+pub mod chat;
 pub mod exit;
 pub mod progress;
 pub mod provenance;
 pub mod replays;
 pub mod report;
-pub mod tui;
 
 pub use args::{DemoArgs, ModelArgs, OutputMode, WorkloadArgs};
 pub use provenance::Provenance;

@@ -242,7 +242,7 @@ pub struct Report {
 
 impl Report {
     /// Prints the report in `mode`. `text` writes the demo's own human-readable summary
-    /// (tables follow it). Returns an error if `--output tui` is asked without a terminal.
+    /// (tables follow it).
     pub fn emit(
         &self,
         mode: OutputMode,
@@ -265,16 +265,6 @@ impl Report {
                     writeln!(out, "\nverify: {}", if ok { "OK" } else { "NOT OK" })?;
                 }
                 writeln!(out, "\nmeasured on: {}", self.provenance.summary())?;
-            }
-            OutputMode::Tui => {
-                use std::io::IsTerminal;
-                if !std::io::stdout().is_terminal() {
-                    anyhow::bail!(
-                        "--output tui draws on a terminal, but stdout is redirected; \
-                         use --output stdout or --output json"
-                    );
-                }
-                super::tui::draw(&mut out, self)?;
             }
         }
         Ok(())

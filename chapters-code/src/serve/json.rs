@@ -49,6 +49,8 @@ pub fn finish_reason(reason: FinishReason) -> &'static str {
     match reason {
         FinishReason::Stop => "stop",
         FinishReason::Length | FinishReason::Timeout => "length",
+        // Only the CLI's chat interrupts; a server client that goes away gets no answer at all.
+        FinishReason::Interrupted => "stop",
     }
 }
 
