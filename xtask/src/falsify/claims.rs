@@ -669,43 +669,11 @@ fn at_least(value: Option<f64>, floor: f64, what: &str, table: &str) -> Verdict 
 }
 
 /// The rows of `parity-bars` whose id `wanted` accepts: holds when there is at least one and
-/// every one holds; the evidence is each row's measured value against its limit.
+/// every one holds.
 fn parity_bars(root: &Path, wanted: fn(&str) -> bool) -> Result<Verdict> {
-    let Some(t) = table(root, "parity-bars")? else {
-        return Ok(missing("parity-bars"));
-    };
-    let rows: Vec<_> = t
-        .table
-        .rows
-        .iter()
-        .filter(|r| r.get("id").and_then(|v| v.as_str()).is_some_and(wanted))
-        .collect();
-    if rows.is_empty() {
-        return Ok(missing("parity-bars"));
-    }
-    let text = |r: &serde_json::Map<String, serde_json::Value>, key: &str| {
-        r.get(key)
-            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
-            .unwrap_or_default()
-    };
-    let evidence = rows
-        .iter()
-        .map(|r| {
-            format!(
-                "{} {} vs {}",
-                text(r, "id"),
-                text(r, "measured"),
-                text(r, "limit")
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("; ");
-    let holds = rows
-        .iter()
-        .all(|r| r.get("holds").and_then(|v| v.as_bool()) == Some(true));
-    Ok(if holds {
-        Verdict::Holds(evidence)
-    } else {
-        Verdict::Falsified(evidence)
+    Ok(match super::parity_bars(root, wanted)? {
+        Some((true, evidence)) => Verdict::Holds(evidence),
+        Some((false, evidence)) => Verdict::Falsified(evidence),
+        None => missing("parity-bars"),
     })
 }

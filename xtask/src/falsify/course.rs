@@ -210,29 +210,10 @@ pub const CRITERIA: &[Criterion] = &[
 
 /// Met when every `parity-bars` row whose id starts with `prefix` holds (and there is one).
 fn parity_bar(root: &Path, prefix: &str) -> Result<Outcome> {
-    let Some(t) = table(root, "parity-bars")? else {
-        return Ok(not_measured("parity-bars"));
-    };
-    let rows: Vec<_> = table_rows(&t)
-        .filter(|r| {
-            r.get("id")
-                .and_then(|v| v.as_str())
-                .is_some_and(|id| id.starts_with(prefix))
-        })
-        .collect();
-    if rows.is_empty() {
-        return Ok(not_measured("parity-bars"));
-    }
-    let evidence = rows
-        .iter()
-        .map(|r| {
-            let s = |k: &str| r.get(k).and_then(|v| v.as_str()).unwrap_or("?").to_string();
-            format!("{}: {}", s("id"), s("measured"))
-        })
-        .collect::<Vec<_>>()
-        .join("; ");
-    let holds = rows
-        .iter()
-        .all(|r| r.get("holds").and_then(|v| v.as_bool()) == Some(true));
-    Ok(met_if(holds, evidence))
+    Ok(
+        match super::parity_bars(root, |id| id.starts_with(prefix))? {
+            Some((holds, evidence)) => met_if(holds, evidence),
+            None => not_measured("parity-bars"),
+        },
+    )
 }

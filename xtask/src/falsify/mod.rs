@@ -19,6 +19,7 @@ pub use claims::{CLAIMS, Claim};
 pub use course::{CRITERIA, Criterion, Outcome, SECTIONS};
 use freshness::Freshness;
 use serde_json::{Map, Value, json};
+use std::collections::HashMap;
 use std::path::Path;
 
 /// The verdict on one claim.
@@ -37,6 +38,44 @@ pub(crate) fn table_rows(t: &BenchFile) -> impl Iterator<Item = &Map<String, Val
     t.table.rows.iter()
 }
 
+/// The `parity-bars` rows whose id `wanted` accepts: whether every one holds, and each row's
+/// measured value against its limit as evidence. None when the table or such rows are missing.
+pub(crate) fn parity_bars(
+    root: &Path,
+    wanted: impl Fn(&str) -> bool,
+) -> Result<Option<(bool, String)>> {
+    let Some(t) = table(root, "parity-bars")? else {
+        return Ok(None);
+    };
+    let rows: Vec<_> = table_rows(&t)
+        .filter(|r| r.get("id").and_then(Value::as_str).is_some_and(&wanted))
+        .collect();
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let text = |r: &Map<String, Value>, key: &str| {
+        r.get(key)
+            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+            .unwrap_or_default()
+    };
+    let evidence = rows
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {} vs {}",
+                text(r, "id"),
+                text(r, "measured"),
+                text(r, "limit")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    let holds = rows
+        .iter()
+        .all(|r| r.get("holds").and_then(Value::as_bool) == Some(true));
+    Ok(Some((holds, evidence)))
+}
+
 pub(crate) fn missing(name: &str) -> Verdict {
     Verdict::NotMeasured(format!("no benchmarks/{name}.json yet"))
 }
@@ -49,14 +88,22 @@ struct Sources {
     files: Vec<(String, Provenance)>,
 }
 
-fn sources(root: &Path, names: &[&str]) -> Sources {
+/// Freshness per (table, commit): many lines share a results file, and each check is a `git
+/// rev-list` over the history.
+type FreshnessCache = HashMap<(String, String), Freshness>;
+
+fn sources(root: &Path, names: &[&str], cache: &mut FreshnessCache) -> Sources {
     let mut cells = Vec::new();
     let mut fresh = true;
     let mut files = Vec::new();
     for name in names {
         match BenchFile::load(root, name) {
             Ok(Some(f)) => {
-                let state = freshness::check(root, name, &f.provenance.git_sha);
+                let key = (name.to_string(), f.provenance.git_sha.clone());
+                let state = cache
+                    .entry(key)
+                    .or_insert_with(|| freshness::check(root, name, &f.provenance.git_sha))
+                    .clone();
                 fresh &= state.is_fresh();
                 let mark = match &state {
                     Freshness::Fresh => String::new(),
@@ -107,8 +154,9 @@ impl Summary {
 /// Evaluates every claim and criterion, writes `benchmarks/falsification.json` and
 /// `benchmarks/scorecard.json`, and returns the summary.
 pub fn run(root: &Path) -> Result<Summary> {
-    let (claims_table, holds, falsified, stale_claims) = score_claims(root);
-    let (course_table, points, stale_course) = score_course(root);
+    let mut cache = FreshnessCache::new();
+    let (claims_table, holds, falsified, stale_claims) = score_claims(root, &mut cache);
+    let (course_table, points, stale_course) = score_course(root, &mut cache);
     let mut provenance = Provenance::current();
     provenance.command = "cargo xtask falsify".into();
     for table in [claims_table, course_table] {
@@ -126,7 +174,7 @@ pub fn run(root: &Path) -> Result<Summary> {
     })
 }
 
-fn score_claims(root: &Path) -> (Table, usize, usize, usize) {
+fn score_claims(root: &Path, cache: &mut FreshnessCache) -> (Table, usize, usize, usize) {
     let mut t = Table::new(
         "falsification",
         "Falsification scorecard",
@@ -144,7 +192,7 @@ fn score_claims(root: &Path) -> (Table, usize, usize, usize) {
     for claim in CLAIMS {
         let verdict =
             (claim.check)(root).unwrap_or_else(|e| Verdict::NotMeasured(format!("error: {e:#}")));
-        let src = sources(root, claim.tables);
+        let src = sources(root, claim.tables, cache);
         let (word, evidence) = match verdict {
             Verdict::Holds(e) => {
                 holds += 1;
@@ -179,7 +227,7 @@ fn score_claims(root: &Path) -> (Table, usize, usize, usize) {
     (t, holds, falsified, stale)
 }
 
-fn score_course(root: &Path) -> (Table, u32, usize) {
+fn score_course(root: &Path, cache: &mut FreshnessCache) -> (Table, u32, usize) {
     let mut t = Table::new(
         "scorecard",
         "The course's scorecard: 100 points, pass at 90",
@@ -197,7 +245,7 @@ fn score_course(root: &Path) -> (Table, u32, usize) {
     for c in CRITERIA {
         let outcome =
             (c.score)(root).unwrap_or_else(|e| Outcome::NotMeasured(format!("error: {e:#}")));
-        let src = sources(root, c.tables);
+        let src = sources(root, c.tables, cache);
         let (points, result) = match outcome {
             Outcome::Met(e) => (c.points, format!("met: {e}")),
             Outcome::Missed(e) => (0, format!("missed: {e}")),
@@ -246,28 +294,12 @@ fn score_course(root: &Path) -> (Table, u32, usize) {
     (t, total, stale)
 }
 
-/// The scorecard as `cargo xtask falsify` prints it: the course's matrix, then the claims.
+/// The scorecard as `cargo xtask falsify` prints it: the course's matrix, then the claims, each
+/// as the demos print their tables.
 pub fn print(root: &Path) -> Result<()> {
     for name in ["scorecard", "falsification"] {
         if let Some(f) = BenchFile::load(root, name)? {
-            let t = &f.table;
-            println!("{}\n", t.title);
-            for row in &t.rows {
-                let cells: Vec<String> = t
-                    .columns
-                    .iter()
-                    .map(|c| match row.get(&c.key) {
-                        Some(Value::String(s)) => s.clone(),
-                        Some(v) => v.to_string(),
-                        None => String::new(),
-                    })
-                    .collect();
-                println!("  {}", cells.join(" | "));
-            }
-            for note in &t.notes {
-                println!("\n{note}");
-            }
-            println!();
+            println!("{}", f.table.to_text());
         }
     }
     Ok(())
