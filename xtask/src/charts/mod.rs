@@ -168,6 +168,38 @@ pub(crate) const CAPTION: u32 = 34;
 pub(crate) const AXIS: u32 = 28;
 pub(crate) const LABEL: u32 = 24;
 
+/// The axes `x` × `y` of a chart drawn on the guide's background, in a panel, under `title`
+/// (text, font size), of size `size`; the body, given the chart as `chart`, adds the mesh and
+/// the series. Evaluates to `Ok(svg)`. (A macro, not a function taking a closure: the chart
+/// borrows the drawing area, which borrows the SVG string, and a closure over that pair needs
+/// lifetimes a closure's signature cannot state.)
+macro_rules! frame {
+    ($size:expr, $title:expr, $x:expr, $y:expr, |$chart:ident| $body:block) => {{
+        let mut svg = String::new();
+        {
+            let area = SVGBackend::with_string(&mut svg, $size).into_drawing_area();
+            area.fill(&$crate::charts::BACKGROUND)?;
+            let (title, font): (&str, u32) = $title;
+            let mut $chart = ChartBuilder::on(&area)
+                .caption(
+                    title,
+                    ("sans-serif", font)
+                        .into_font()
+                        .color(&$crate::charts::TEXT),
+                )
+                .margin(24)
+                .x_label_area_size(70)
+                .y_label_area_size(100)
+                .build_cartesian_2d($x, $y)?;
+            $chart.plotting_area().fill(&$crate::charts::PANEL)?;
+            $body
+            area.present()?;
+        }
+        Ok(svg)
+    }};
+}
+pub(crate) use frame;
+
 /// The mesh every chart draws: axis descriptions, muted labels and grid.
 macro_rules! mesh {
     ($chart:expr, $x:expr, $y:expr) => {

@@ -13,20 +13,13 @@ pub fn parity_cdf(inputs: &Inputs) -> Result<String> {
         .context("no parity-delta-quantiles")?;
     let mut lines: Vec<Line> = Vec::new();
     for row in &file.table.rows {
-        let text = |k: &str| {
-            row.get(k)
-                .and_then(|v| v.as_str())
-                .unwrap_or("")
-                .to_string()
-        };
-        let num = |k: &str| row.get(k).and_then(|v| v.as_f64());
-        let (Some(share), Some(delta)) = (num("share"), num("delta")) else {
+        let (Some(share), Some(delta)) = (num(row, "share"), num(row, "delta")) else {
             continue;
         };
-        let name = text("comparison");
+        let name = text(row, "comparison");
         match lines.iter_mut().find(|l| l.0 == name) {
             Some(l) => l.2.push((delta, share)),
-            None => lines.push((name, text("kind"), vec![(delta, share)])),
+            None => lines.push((name, text(row, "kind"), vec![(delta, share)])),
         }
     }
     let x_max = lines
@@ -34,63 +27,49 @@ pub fn parity_cdf(inputs: &Inputs) -> Result<String> {
         .flat_map(|l| l.2.iter().map(|p| p.0))
         .fold(0.1f64, f64::max)
         * 1.05;
-    let mut svg = String::new();
-    {
-        let area = SVGBackend::with_string(&mut svg, (1600, 900)).into_drawing_area();
-        area.fill(&BACKGROUND)?;
-        let mut chart = ChartBuilder::on(&area)
-            .caption(
-                "Top-5 |Δ log-probability|, teacher-forced: llama.cpp against itself, and us",
-                ("sans-serif", 34).into_font().color(&TEXT),
-            )
-            .margin(30)
-            .x_label_area_size(70)
-            .y_label_area_size(90)
-            .build_cartesian_2d(0f64..x_max, 0f64..1.02f64)?;
-        chart.plotting_area().fill(&PANEL)?;
-        chart
-            .configure_mesh()
-            .x_desc("|Δ log p| (nats)")
-            .y_desc("share of values at most |Δ|")
-            .axis_desc_style(("sans-serif", 26).into_font().color(&TEXT))
-            .label_style(("sans-serif", 22).into_font().color(&MUTED))
-            .axis_style(MUTED)
-            .bold_line_style(MUTED.mix(0.25))
-            .light_line_style(MUTED.mix(0.08))
-            .draw()?;
-        let builds = [PURPLE, RED, YELLOW, MUTED, TEXT, TEAL];
-        let (mut between, mut prefill) = (0usize, 0usize);
-        for (name, kind, points) in &lines {
-            let (color, width) = match kind.as_str() {
-                "ours" if points.iter().all(|p| p.0 == 0.0) => (TEAL, 6),
-                "ours" => (GREEN, 5),
-                "prefill vs decode" => {
-                    prefill += 1;
-                    (PREFILL[(prefill - 1) % PREFILL.len()], 3)
-                }
-                _ => {
-                    between += 1;
-                    (builds[(between - 1) % builds.len()], 2)
-                }
-            };
+    frame!(
+        (1600, 900),
+        (
+            "Top-5 |Δ log-probability|, teacher-forced: llama.cpp against itself, and us",
+            CAPTION,
+        ),
+        0f64..x_max,
+        0f64..1.02f64,
+        |chart| {
+            mesh!(chart, "|Δ log p| (nats)", "share of values at most |Δ|").draw()?;
+            let builds = [PURPLE, RED, YELLOW, MUTED, TEXT, TEAL];
+            let (mut between, mut prefill) = (0usize, 0usize);
+            for (name, kind, points) in &lines {
+                let (color, width) = match kind.as_str() {
+                    "ours" if points.iter().all(|p| p.0 == 0.0) => (TEAL, 6),
+                    "ours" => (GREEN, 5),
+                    "prefill vs decode" => {
+                        prefill += 1;
+                        (PREFILL[(prefill - 1) % PREFILL.len()], 3)
+                    }
+                    _ => {
+                        between += 1;
+                        (builds[(between - 1) % builds.len()], 2)
+                    }
+                };
+                chart
+                    .draw_series(LineSeries::new(
+                        points.iter().copied(),
+                        color.stroke_width(width),
+                    ))?
+                    .label(name.clone())
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 30, y)], color.stroke_width(width))
+                    });
+            }
+            // Many comparisons: a smaller legend font than the other charts' so that it fits.
             chart
-                .draw_series(LineSeries::new(
-                    points.iter().copied(),
-                    color.stroke_width(width),
-                ))?
-                .label(name.clone())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 30, y)], color.stroke_width(width))
-                });
+                .configure_series_labels()
+                .position(SeriesLabelPosition::LowerRight)
+                .background_style(BACKGROUND.mix(0.9))
+                .border_style(MUTED)
+                .label_font(("sans-serif", LABEL - 4).into_font().color(&TEXT))
+                .draw()?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(BACKGROUND.mix(0.9))
-            .border_style(MUTED)
-            .label_font(("sans-serif", 20).into_font().color(&TEXT))
-            .draw()?;
-        area.present()?;
-    }
-    Ok(svg)
+    )
 }

@@ -13,39 +13,33 @@ pub fn kv_growth(inputs: &Inputs) -> Result<String> {
     anyhow::ensure!(!points.is_empty(), "kv-growth has no rows");
     points.insert(0, (0.0, 0.0));
     let top = points.iter().map(|p| p.1).fold(0.0, f64::max) * 1.25;
-    let mut svg = String::new();
-    {
-        let area = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
-        area.fill(&BACKGROUND)?;
-        let mut chart = ChartBuilder::on(&area)
-            .caption(
-                "KV cache in use over the batching replay (paged, blocks allocated on demand)",
-                ("sans-serif", CAPTION - 4).into_font().color(&TEXT),
+    frame!(
+        SIZE,
+        (
+            "KV cache in use over the batching replay (paged, blocks allocated on demand)",
+            CAPTION - 4,
+        ),
+        0f64..100f64,
+        0f64..top.max(1.0),
+        |chart| {
+            mesh!(
+                chart,
+                "progress of the replay (% of engine steps)",
+                "KV memory in use (MiB)"
             )
-            .margin(24)
-            .x_label_area_size(70)
-            .y_label_area_size(100)
-            .build_cartesian_2d(0f64..100f64, 0f64..top.max(1.0))?;
-        chart.plotting_area().fill(&PANEL)?;
-        mesh!(
-            chart,
-            "progress of the replay (% of engine steps)",
-            "KV memory in use (MiB)"
-        )
-        .draw()?;
-        chart.draw_series(
-            AreaSeries::new(points.iter().copied(), 0.0, TEAL.mix(0.35))
-                .border_style(TEAL.stroke_width(4)),
-        )?;
-        chart.draw_series(
-            points
-                .iter()
-                .skip(1)
-                .map(|&p| Circle::new(p, 7, TEAL.filled())),
-        )?;
-        area.present()?;
-    }
-    Ok(svg)
+            .draw()?;
+            chart.draw_series(
+                AreaSeries::new(points.iter().copied(), 0.0, TEAL.mix(0.35))
+                    .border_style(TEAL.stroke_width(4)),
+            )?;
+            chart.draw_series(
+                points
+                    .iter()
+                    .skip(1)
+                    .map(|&p| Circle::new(p, 7, TEAL.filled())),
+            )?;
+        }
+    )
 }
 
 /// Two panels over the same x, aggregate tokens/s: time to first token (left) and inter-token
