@@ -121,9 +121,9 @@ pub enum AssetError {
     #[error("{what} not found at {path}: run `{FETCH_COMMAND}` (or give another with --file)")]
     MissingText { what: &'static str, path: String },
     #[error(
-        "PRODML_MODEL points to {path}, which does not exist: fix the path or unset PRODML_MODEL to use the course model"
+        "{var} points to {path}, which does not exist: fix the path or unset {var} to use the course's file"
     )]
-    MissingFromEnv { path: String },
+    MissingFromEnv { var: &'static str, path: String },
     #[error("no file at {path}: check the path given to {flag}")]
     MissingGiven { path: String, flag: &'static str },
     #[error("{path} is a directory: {flag} takes a file, e.g. {example}")]
@@ -141,12 +141,14 @@ pub enum AssetError {
 }
 
 /// The error for a file `path` that is not there or is a directory: one of ours at its default
-/// place (`ours`) is fetched; a path from `$PRODML_MODEL` or from `flag` is the user's to fix.
+/// place (`ours`) is fetched; a path from the environment variable `env` (where the file has
+/// one) or from `flag` is the user's to fix.
 fn not_openable(
     path: &std::path::Path,
     what: &'static str,
     ours: &std::path::Path,
     flag: &'static str,
+    env: Option<&'static str>,
 ) -> Option<AssetError> {
     let shown = path.display().to_string();
     if path.is_dir() {
@@ -159,12 +161,12 @@ fn not_openable(
     if path.exists() {
         return None;
     }
-    let from_env = flag == "--model"
-        && std::env::var_os("PRODML_MODEL").is_some_and(|v| std::path::Path::new(&v) == path);
+    let from_env =
+        env.filter(|var| std::env::var_os(var).is_some_and(|v| std::path::Path::new(&v) == path));
     Some(if path == ours {
         AssetError::Missing { what, path: shown }
-    } else if from_env {
-        AssetError::MissingFromEnv { path: shown }
+    } else if let Some(var) = from_env {
+        AssetError::MissingFromEnv { var, path: shown }
     } else {
         AssetError::MissingGiven { path: shown, flag }
     })
@@ -175,7 +177,7 @@ fn not_openable(
 /// runs on either.
 pub fn open_model(path: &std::path::Path) -> Result<crate::formats::Gguf, AssetError> {
     let ours = models_dir().join(MODEL.file_name);
-    if let Some(e) = not_openable(path, "the model", &ours, "--model") {
+    if let Some(e) = not_openable(path, "the model", &ours, "--model", Some("PRODML_MODEL")) {
         return Err(e);
     }
     let mut head = [0u8; 4];
@@ -191,7 +193,13 @@ pub fn open_model(path: &std::path::Path) -> Result<crate::formats::Gguf, AssetE
 
 /// Reads a text file (`--file`), or says how to fetch it when it is one of ours.
 pub fn read_text(path: &std::path::Path) -> Result<String, AssetError> {
-    if let Some(e) = not_openable(path, "the text file", &perplexity_text_path(), "--file") {
+    if let Some(e) = not_openable(
+        path,
+        "the text file",
+        &perplexity_text_path(),
+        "--file",
+        None,
+    ) {
         return Err(match e {
             AssetError::Missing { what, path } => AssetError::MissingText { what, path },
             e => e,
@@ -210,21 +218,31 @@ mod error_tests {
     #[test]
     fn each_missing_file_names_its_own_fix() {
         let ours = std::path::Path::new("/nonexistent/models/course.gguf");
-        let at_default = not_openable(ours, "the model", ours, "--model").unwrap();
+        let at_default =
+            not_openable(ours, "the model", ours, "--model", Some("PRODML_MODEL")).unwrap();
         assert!(
             at_default.to_string().contains(FETCH_COMMAND),
             "{at_default}"
         );
         let given = std::path::Path::new("/nonexistent/mine.gguf");
-        let e = not_openable(given, "the model", ours, "--model").unwrap();
+        let e = not_openable(given, "the model", ours, "--model", Some("PRODML_MODEL")).unwrap();
         assert!(
             e.to_string().contains("check the path given to --model"),
             "{e}"
         );
         let dir = std::env::temp_dir();
-        let e = not_openable(&dir, "the model", ours, "--model").unwrap();
+        let e = not_openable(&dir, "the model", ours, "--model", Some("PRODML_MODEL")).unwrap();
         assert!(e.to_string().contains("is a directory"), "{e}");
-        assert!(not_openable(&std::env::current_exe().unwrap(), "x", ours, "--model").is_none());
+        assert!(
+            not_openable(
+                &std::env::current_exe().unwrap(),
+                "x",
+                ours,
+                "--model",
+                Some("PRODML_MODEL")
+            )
+            .is_none()
+        );
     }
 
     #[test]

@@ -31,133 +31,144 @@ fn assert_names_fix(what: &str, out: &Output, fix: &[&str]) {
     println!("{what}: {}", err.trim());
 }
 
-#[test]
-fn a_wrong_model_path_says_to_check_the_path_not_to_fetch() {
-    let out = run_with(
-        env!("CARGO_BIN_EXE_demo-tgi-architecture"),
-        &["--model", "/nonexistent/model.gguf"],
-        None,
-    );
-    assert_names_fix(
-        "--model to a missing file",
-        &out,
-        &["/nonexistent/model.gguf", "check the path given to --model"],
-    );
-    assert!(!String::from_utf8_lossy(&out.stderr).contains("fetch-model"));
+/// One mistake: the demo, its arguments and `PRODML_MODEL`, the parts the message must say and
+/// what it must not.
+struct Mistake {
+    what: &'static str,
+    bin: &'static str,
+    args: Vec<String>,
+    model_env: Option<&'static str>,
+    fix: Vec<String>,
+    never: &'static [&'static str],
+    /// The demo reaches this mistake only after it has loaded the model.
+    needs_model: bool,
 }
 
-#[test]
-fn a_wrong_prodml_model_names_the_variable() {
-    let out = run_with(
-        env!("CARGO_BIN_EXE_demo-model-file"),
-        &[],
-        Some("/nonexistent/from-env.gguf"),
-    );
-    assert_names_fix(
-        "PRODML_MODEL to a missing file",
-        &out,
-        &[
-            "PRODML_MODEL points to /nonexistent/from-env.gguf",
-            "unset PRODML_MODEL",
-        ],
-    );
-}
-
-#[test]
-fn a_directory_as_model_says_it_is_a_directory() {
-    let dir = std::env::temp_dir();
-    let dir = dir.to_str().unwrap();
-    let out = run_with(
-        env!("CARGO_BIN_EXE_demo-tgi-architecture"),
-        &["--model", dir],
-        None,
-    );
-    assert_names_fix(
-        "--model to a directory",
-        &out,
-        &["is a directory", "--model takes a file"],
-    );
-    assert!(!String::from_utf8_lossy(&out.stderr).contains("os error 19"));
-}
-
-#[test]
-fn a_missing_text_file_names_the_flag_not_the_model_variable() {
-    let out = run_with(
-        env!("CARGO_BIN_EXE_demo-perplexity"),
-        &["--file", "/nonexistent/text.txt"],
-        None,
-    );
-    if String::from_utf8_lossy(&out.stderr).contains("the model") {
-        // No model on this machine: the demo stops at the model first (that message is
-        // tested above); nothing to learn about --file here.
-        if chapters_code::assets::model_for_tests().is_none() {
-            return;
-        }
-    }
-    assert_names_fix(
-        "--file to a missing file",
-        &out,
-        &["/nonexistent/text.txt", "check the path given to --file"],
-    );
-    assert!(!String::from_utf8_lossy(&out.stderr).contains("PRODML_MODEL"));
-}
-
-#[test]
-fn a_negative_temperature_is_a_bad_value_not_an_unknown_flag() {
-    let out = run_with(
-        env!("CARGO_BIN_EXE_demo-tgi-architecture"),
-        &["--temperature", "-1"],
-        None,
-    );
-    assert_names_fix("--temperature -1", &out, &["--temperature", "0 or more"]);
-    assert!(!String::from_utf8_lossy(&out.stderr).contains("unexpected argument"));
-}
-
-#[test]
-fn a_dead_url_asks_whether_the_server_is_running() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
+fn mistakes() -> Vec<Mistake> {
+    let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let dir = std::env::temp_dir().display().to_string();
+    let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let url = format!("http://127.0.0.1:{port}");
+    let dead_url = format!("http://127.0.0.1:{dead_port}");
+    let mut list = vec![
+        Mistake {
+            what: "--model to a missing file",
+            bin: env!("CARGO_BIN_EXE_demo-tgi-architecture"),
+            args: strings(&["--model", "/nonexistent/model.gguf"]),
+            model_env: None,
+            fix: strings(&["/nonexistent/model.gguf", "check the path given to --model"]),
+            never: &["fetch-model"],
+            needs_model: false,
+        },
+        Mistake {
+            what: "PRODML_MODEL to a missing file",
+            bin: env!("CARGO_BIN_EXE_demo-model-file"),
+            args: vec![],
+            model_env: Some("/nonexistent/from-env.gguf"),
+            fix: strings(&[
+                "PRODML_MODEL points to /nonexistent/from-env.gguf",
+                "unset PRODML_MODEL",
+            ]),
+            never: &[],
+            needs_model: false,
+        },
+        Mistake {
+            what: "--model to a directory",
+            bin: env!("CARGO_BIN_EXE_demo-tgi-architecture"),
+            args: vec!["--model".into(), dir],
+            model_env: None,
+            fix: strings(&["is a directory", "--model takes a file"]),
+            never: &["os error 19"],
+            needs_model: false,
+        },
+        Mistake {
+            what: "--file to a missing file",
+            bin: env!("CARGO_BIN_EXE_demo-perplexity"),
+            args: strings(&["--file", "/nonexistent/text.txt"]),
+            model_env: None,
+            fix: strings(&["/nonexistent/text.txt", "check the path given to --file"]),
+            never: &["PRODML_MODEL"],
+            needs_model: true,
+        },
+        Mistake {
+            what: "--temperature -1",
+            bin: env!("CARGO_BIN_EXE_demo-tgi-architecture"),
+            args: strings(&["--temperature", "-1"]),
+            model_env: None,
+            fix: strings(&["--temperature", "0 or more"]),
+            never: &["unexpected argument"],
+            needs_model: false,
+        },
+        Mistake {
+            what: "--kv-mib 1, too small for one request",
+            bin: env!("CARGO_BIN_EXE_demo-continuous-batching"),
+            args: strings(&[
+                "--kv-mib",
+                "1",
+                "--requests",
+                "2",
+                "--prompt-tokens",
+                "90",
+                "96",
+                "--output-tokens",
+                "2",
+                "2",
+            ]),
+            model_env: None,
+            fix: strings(&["the whole KV cache holds", "--kv-mib"]),
+            never: &[],
+            needs_model: true,
+        },
+    ];
     for bin in [
         env!("CARGO_BIN_EXE_demo-throughput-bench"),
         env!("CARGO_BIN_EXE_demo-streaming"),
     ] {
-        let out = run_with(bin, &["--url", &url], None);
-        assert_names_fix(
-            &format!("{bin} --url to a dead port"),
-            &out,
-            &["is the server running?", "demo-serving-api"],
-        );
+        list.push(Mistake {
+            what: "--url to a port where no server listens",
+            bin,
+            args: vec!["--url".into(), dead_url.clone()],
+            model_env: None,
+            fix: strings(&["is the server running?", "demo-serving-api"]),
+            never: &[],
+            needs_model: false,
+        });
     }
+    list
 }
 
 #[test]
-fn a_kv_budget_too_small_for_a_request_says_to_give_it_more_memory() {
-    if chapters_code::assets::model_for_tests().is_none() {
-        return;
+fn every_mistake_gets_one_message_that_names_the_fix() {
+    let have_model = chapters_code::assets::model_for_tests().is_some();
+    let mut skipped = 0;
+    for m in mistakes() {
+        if m.needs_model && !have_model {
+            skipped += 1;
+            continue;
+        }
+        let out = run_with(
+            m.bin,
+            &m.args.iter().map(String::as_str).collect::<Vec<_>>(),
+            m.model_env,
+        );
+        let what = format!("{} ({})", m.what, m.bin.rsplit('/').next().unwrap_or(m.bin));
+        assert_names_fix(
+            &what,
+            &out,
+            &m.fix.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        for word in m.never {
+            assert!(
+                !err.contains(word),
+                "{what}: the message says `{word}`:\n{err}"
+            );
+        }
     }
-    let out = run_with(
-        env!("CARGO_BIN_EXE_demo-continuous-batching"),
-        &[
-            "--kv-mib",
-            "1",
-            "--requests",
-            "2",
-            "--prompt-tokens",
-            "90",
-            "96",
-            "--output-tokens",
-            "2",
-            "2",
-        ],
-        None,
-    );
-    assert_names_fix(
-        "--kv-mib 1",
-        &out,
-        &["the whole KV cache holds", "--kv-mib"],
-    );
+    if skipped > 0 {
+        println!("SKIPPED {skipped} mistake(s) that need the model");
+    }
 }

@@ -76,7 +76,7 @@ fn demo() -> Result<()> {
     }
     let (s, c) = (&results[0], &results[1]);
     table.notes.push(format!(
-        "Continuous batching: {:.2}× the throughput of static batching, {}. Workload: {} requests, prompts of {}–{} tokens, {}–{} generated tokens, arrivals {} engine steps apart on average, batches of {}, seed {}; {} threads.",
+        "Continuous batching: {:.2}× the throughput of static batching, {}. Workload: {} requests, prompts of {}–{} tokens, {}–{} generated tokens, arrivals {} engine step{} apart on average, batches of {}, seed {}; {} threads.",
         c.tokens_per_s / s.tokens_per_s,
         ratio_phrase(s.latency_p99_s / c.latency_p99_s, "P99 latency"),
         spec.requests,
@@ -85,6 +85,7 @@ fn demo() -> Result<()> {
         spec.output_tokens.0,
         spec.output_tokens.1,
         spec.mean_interarrival_steps,
+        if spec.mean_interarrival_steps == 1.0 { "" } else { "s" },
         cli.workload.max_running,
         spec.seed,
         cli.run.threads()
