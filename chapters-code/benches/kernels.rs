@@ -4,7 +4,7 @@
 //! `cargo xtask bench` turns criterion's estimates into the tables of the chapter
 //! "From prompt to tokens".
 
-use chapters_code::kernels::{self, simd};
+use chapters_code::kernels::{self, simd_path};
 use chapters_code::quant::kquants::{
     BlockQ8K, QK_K, quantize_acts_q8_k, quantize_q4_k, quantize_q5_k, quantize_q6_k,
 };
@@ -25,7 +25,8 @@ fn wave(n: usize, seed: usize) -> Vec<f32> {
 }
 
 fn q4_1_matvec(c: &mut Criterion) {
-    let level = simd();
+    // The path the kernels really take (an AVX-512 CPU runs the AVX2 kernels), for the labels.
+    let level = simd_path();
     let w = quantize_q4_1(&wave(ROWS * COLS, 1));
     let a = quantize_acts_q8_1(&wave(COLS, 2));
     let per = COLS / 32;
@@ -121,7 +122,8 @@ fn k_quant_group<B>(
     (one, four): (kernels::Dot<B, BlockQ8K>, kernels::Dot4<B, BlockQ8K>),
     reference: kernels::Dot<B, BlockQ8K>,
 ) {
-    let level = simd();
+    // The path the kernels really take (an AVX-512 CPU runs the AVX2 kernels), for the labels.
+    let level = simd_path();
     let w = quantize(&wave(DOWN_ROWS * DOWN_COLS, 5));
     let a = quantize_acts_q8_k(&wave(DOWN_COLS, 6));
     let rows: Vec<&[B]> = w.chunks_exact(DOWN_COLS / QK_K).collect();
@@ -161,7 +163,8 @@ fn k_quant_group<B>(
 
 fn k_quant_matvec(c: &mut Criterion) {
     use kernels::*;
-    let level = simd();
+    // The path the kernels really take (an AVX-512 CPU runs the AVX2 kernels), for the labels.
+    let level = simd_path();
     let q4 = (q4_k_q8_k_kernel(level), q4_k_q8_k_kernel4(level));
     k_quant_group(c, "q4_k_matvec", quantize_q4_k, q4, scalar::dot_q4_k_q8_k);
     let q5 = (q5_k_q8_k_kernel(level), q5_k_q8_k_kernel4(level));
@@ -172,7 +175,8 @@ fn k_quant_matvec(c: &mut Criterion) {
 
 /// NF4 × f32: the scalar reference and the AVX2 table-lookup kernel, on the Q4_1 group's shape.
 fn nf4_matvec(c: &mut Criterion) {
-    let level = simd();
+    // The path the kernels really take (an AVX-512 CPU runs the AVX2 kernels), for the labels.
+    let level = simd_path();
     let w = quantize_nf4(&wave(ROWS * COLS, 7));
     let x = wave(COLS, 8);
     let rows: Vec<&[_]> = w.chunks_exact(COLS / QK_NF4).collect();
@@ -206,7 +210,8 @@ fn nf4_matvec(c: &mut Criterion) {
 }
 
 fn f32_matvec_vs_trueno(c: &mut Criterion) {
-    let level = simd();
+    // The path the kernels really take (an AVX-512 CPU runs the AVX2 kernels), for the labels.
+    let level = simd_path();
     let w = wave(ROWS * COLS, 3);
     let x = wave(COLS, 4);
     let matrix = trueno::Matrix::from_vec(ROWS, COLS, w.clone()).expect("a valid shape");

@@ -12,7 +12,7 @@ use chapters_code::hw::SimdLevel;
 use chapters_code::hw::memory::ProcessMemory;
 use chapters_code::hw::roofline;
 use chapters_code::kernels::pool::{DEFAULT_SPIN, ThreadPool};
-use chapters_code::kernels::simd;
+use chapters_code::kernels::simd_path;
 use chapters_code::model::{KvCache, Llama, Logits};
 use chapters_code::parity;
 use chapters_code::sampling::{SamplingParams, argmax};
@@ -147,7 +147,7 @@ fn demo() -> Result<()> {
         let (digest, prompts) = digest(&cli, &model, &pool, &suite)?;
         println!(
             "{}",
-            json!({ "simd": simd().to_string(), "digest": format!("{digest:016x}"), "prompts": prompts })
+            json!({ "simd": simd_path().to_string(), "digest": format!("{digest:016x}"), "prompts": prompts })
         );
         return Ok(());
     }
@@ -413,7 +413,7 @@ fn digest(
 ) -> Result<(u64, usize)> {
     let bar = progress::steps(
         suite.prompts.len() as u64,
-        format!("logits digest ({})", simd()),
+        format!("logits digest ({})", simd_path()),
     );
     let digest = parity::logits_digest(
         model,
@@ -467,7 +467,7 @@ fn verify(cli: &Cli, model: &Llama, tokenizer: &Tokenizer, pool: &ThreadPool) ->
     bar.finish_and_clear();
     let report = parity::Report::new(&suite, &ours);
     let mut bars = report.bars();
-    let level = simd();
+    let level = simd_path();
     if level != SimdLevel::Scalar && !cli.no_simd_check {
         let (mine, prompts) = digest(cli, model, pool, &suite)?;
         let (scalar, scalar_prompts) = scalar_digest(cli)?;
