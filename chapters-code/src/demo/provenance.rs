@@ -88,7 +88,8 @@ pub fn dependency_version(name: &str) -> &'static str {
 }
 
 /// Short commit of the source tree this crate was built from, `-dirty` if its code changed.
-/// Changes under `benchmarks/` and `book/` do not count: writing results must not taint them.
+/// Changes under `benchmarks/`, `book/` and `images/` do not count: they are results and what is
+/// drawn from them, and writing results must not taint the next measurement.
 fn git_sha() -> String {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     let run = |args: &[&str]| {
@@ -112,6 +113,7 @@ fn git_sha() -> String {
         ".",
         ":!benchmarks",
         ":!book",
+        ":!images",
     ])
     .is_some_and(|s| !s.trim().is_empty());
     format!("{}{}", sha.trim(), if dirty { "-dirty" } else { "" })
