@@ -117,7 +117,8 @@ impl<'a> Chat<'a> {
         let mut dropped = 0;
         loop {
             let ids = self.tokenizer.encode_chat(&self.messages(), true)?;
-            if ids.len() < context || self.turns.len() < 3 {
+            // One message alone fits (checked above), so dropping stops there at the latest.
+            if ids.len() < context || self.turns.len() <= 1 {
                 return Ok(Prompt { ids, dropped });
             }
             self.turns.drain(..2);
@@ -141,14 +142,21 @@ impl<'a> Chat<'a> {
             stop_tokens: default_stop_tokens(self.tokenizer),
             stop_strings: self.stop_strings.clone(),
         };
-        let generation = generate_interruptible(
+        let generation = match generate_interruptible(
             self.model,
             self.tokenizer,
             self.pool,
             &request,
             interrupt,
             on_text,
-        )?;
+        ) {
+            Ok(generation) => generation,
+            Err(e) => {
+                // No answer: the question goes too, so the turns keep alternating.
+                self.turns.pop();
+                return Err(e.into());
+            }
+        };
         self.turns
             .push(ChatMessage::new("assistant", &generation.text));
         Ok(generation)
@@ -382,8 +390,9 @@ mod tests {
         String::from_utf8(terminal.text).unwrap()
     }
 
-    #[test]
-    fn turns_build_on_each_other_until_reset() {
+    /// Runs `test` on a chat with the course model answering at most `max_tokens` per turn;
+    /// nothing without the model.
+    fn with_chat(max_tokens: usize, test: impl FnOnce(&mut Chat)) {
         let Some(path) = crate::assets::model_for_tests() else {
             return;
         };
@@ -394,69 +403,67 @@ mod tests {
         );
         let pool = ThreadPool::new(2);
         let mut chat = Chat::new(&model, &tokenizer, &pool);
-        chat.max_tokens = 12;
-        let question = "What is the capital of France?";
+        chat.max_tokens = max_tokens;
+        test(&mut chat);
+    }
 
-        let first = converse(&mut chat, &format!("{question}\n"), None);
-        assert_eq!(chat.messages().len(), 2, "a user turn and an answer");
-        let answer = chat.messages()[1].content.clone();
-        assert!(!answer.is_empty() && first.contains(&answer), "{first}");
+    #[test]
+    fn turns_build_on_each_other_until_reset() {
+        with_chat(12, |chat| {
+            let question = "What is the capital of France?";
 
-        // The same question again, without and with /reset: the history changes the prompt.
-        let alone = chat
-            .tokenizer
-            .encode_chat(&chat.messages()[..1], true)
-            .unwrap()
-            .len();
-        let prompt = chat.ask(question).unwrap();
-        assert!(
-            prompt.ids.len() > alone + 10,
-            "the second turn carries the first"
-        );
-        chat.reset();
-        let again = converse(&mut chat, &format!("/reset\n{question}\n/quit\n"), None);
-        assert!(again.contains("(a new conversation)"));
-        assert_eq!(chat.messages().len(), 2);
-        assert_eq!(
-            chat.messages()[1].content,
-            answer,
-            "greedy: a fresh start answers the same"
-        );
-        let unknown = converse(&mut chat, "/nonsense\n", None);
-        assert!(unknown.contains("/help lists them"), "{unknown}");
-        println!("answer: {answer:?}");
+            let first = converse(chat, &format!("{question}\n"), None);
+            assert_eq!(chat.messages().len(), 2, "a user turn and an answer");
+            let answer = chat.messages()[1].content.clone();
+            assert!(!answer.is_empty() && first.contains(&answer), "{first}");
+
+            // The same question again, without and with /reset: the history changes the prompt.
+            let alone = chat
+                .tokenizer
+                .encode_chat(&chat.messages()[..1], true)
+                .unwrap()
+                .len();
+            let prompt = chat.ask(question).unwrap();
+            assert!(
+                prompt.ids.len() > alone + 10,
+                "the second turn carries the first"
+            );
+            chat.reset();
+            let again = converse(chat, &format!("/reset\n{question}\n/quit\n"), None);
+            assert!(again.contains("(a new conversation)"));
+            assert_eq!(chat.messages().len(), 2);
+            assert_eq!(
+                chat.messages()[1].content,
+                answer,
+                "greedy: a fresh start answers the same"
+            );
+            let unknown = converse(chat, "/nonsense\n", None);
+            assert!(unknown.contains("/help lists them"), "{unknown}");
+            println!("answer: {answer:?}");
+        });
     }
 
     #[test]
     fn ctrl_c_keeps_the_partial_answer_and_the_chat_goes_on() {
-        let Some(path) = crate::assets::model_for_tests() else {
-            return;
-        };
-        let gguf = crate::formats::Gguf::open(path).unwrap();
-        let (model, tokenizer) = (
-            Llama::load(&gguf).unwrap(),
-            Tokenizer::from_gguf(&gguf).unwrap(),
-        );
-        let pool = ThreadPool::new(2);
-        let mut chat = Chat::new(&model, &tokenizer, &pool);
-        chat.max_tokens = 200;
-        let text = converse(
-            &mut chat,
-            "Write a long story about a dragon.\nThanks!\n",
-            Some(12),
-        );
-        assert!(text.contains("[stopped after"), "{text}");
-        let messages = chat.messages();
-        assert_eq!(
-            messages.len(),
-            4,
-            "the stopped answer is kept, the next turn answered"
-        );
-        assert!(messages[1].content.len() >= 12 && text.contains(&messages[1].content));
-        assert_eq!(
-            text.matches("[stopped after").count(),
-            1,
-            "only the first answer stopped"
-        );
+        with_chat(200, |chat| {
+            let text = converse(
+                chat,
+                "Write a long story about a dragon.\nThanks!\n",
+                Some(12),
+            );
+            assert!(text.contains("[stopped after"), "{text}");
+            let messages = chat.messages();
+            assert_eq!(
+                messages.len(),
+                4,
+                "the stopped answer is kept, the next turn answered"
+            );
+            assert!(messages[1].content.len() >= 12 && text.contains(&messages[1].content));
+            assert_eq!(
+                text.matches("[stopped after").count(),
+                1,
+                "only the first answer stopped"
+            );
+        });
     }
 }
