@@ -149,16 +149,24 @@ fn every_simd_path_gives_the_scalar_paths_bits_on_the_suite() {
     }
     // Every prompt up to 120 tokens, 12 tokens teacher-forced (the whole suite at 128 tokens is
     // `demo-tgi-architecture --verify`, in `cargo xtask bench`).
+    // Under `cargo llvm-cov` (cfg(coverage)) the scalar child ran for over 19 CPU-minutes on two
+    // cores: there the suite shrinks to its short prompts on one thread. The same code runs, so
+    // the coverage figure is unchanged; the full comparison is the plain `cargo test`'s.
+    let (max_prompt, tokens, threads, min_prompts) = if cfg!(coverage) {
+        ("40", "2", "1", 3)
+    } else {
+        ("300", "16", "2", 30)
+    };
     let digest = |simd: Option<&str>| {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_demo-tgi-architecture"));
         cmd.args([
             "--parity-digest",
             "--digest-max-prompt",
-            "300",
+            max_prompt,
             "--digest-tokens",
-            "16",
+            tokens,
             "--threads",
-            "2",
+            threads,
         ]);
         if let Some(s) = simd {
             cmd.env("PRODML_SIMD", s);
@@ -180,7 +188,7 @@ fn every_simd_path_gives_the_scalar_paths_bits_on_the_suite() {
     );
     assert_eq!(scalar["simd"], "scalar");
     assert_ne!(fast["simd"], "scalar");
-    assert!(fast["prompts"].as_u64().unwrap() >= 30, "{fast}");
+    assert!(fast["prompts"].as_u64().unwrap() >= min_prompts, "{fast}");
     assert_eq!(fast["digest"], scalar["digest"]);
     assert_eq!(fast["prompts"], scalar["prompts"]);
 }
