@@ -23,6 +23,7 @@
 //! | [`demo`] | shared by every demo binary |
 
 pub mod assets;
+pub mod attention;
 pub mod demo;
 pub mod engine;
 pub mod eval;

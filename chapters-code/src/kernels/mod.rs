@@ -3,6 +3,7 @@
 //! Q8_0 and f32), each tested against the reference; and a matmul that splits rows over a
 //! pool of parked threads.
 
+pub mod ggml_exp;
 pub mod matmul;
 pub mod multiversion;
 pub mod pool;

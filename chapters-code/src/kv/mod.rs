@@ -4,14 +4,14 @@
 //! reference counts: sequences that share a prompt prefix share its blocks (prefix caching),
 //! and a shared partial block is copied before it is written (copy-on-write).
 
-pub mod batch;
 pub mod paged;
 pub mod pool;
 
 #[cfg(test)]
 mod tests;
 
-pub use batch::{KvBatch, KvChunk, KvRows};
+// The interface attention reads through lives with attention; re-exported where it was.
+pub use crate::attention::{KvBatch, KvChunk, KvRows};
 pub use paged::{PagedKv, PagedStep, SeqId};
 pub use pool::{BlockId, BlockPool};
 

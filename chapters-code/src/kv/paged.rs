@@ -1,9 +1,8 @@
 //! Sequences over the block pool: block tables, reservation ahead of a step, prefix caching,
 //! copy-on-write, and the bookkeeping that makes "no block leaks" testable.
 
-use super::batch::{KvBatch, KvChunk, KvRows};
 use super::pool::{BlockId, BlockPool};
-use crate::model::ModelError;
+use crate::attention::{ContextFull, KvBatch, KvChunk, KvRows};
 use crate::tokenizer::TokenId;
 use std::collections::HashMap;
 
@@ -327,11 +326,11 @@ impl KvBatch for PagedStep<'_> {
         self.seq(s).len
     }
 
-    fn check_room(&self, s: usize, n: usize) -> Result<(), ModelError> {
+    fn check_room(&self, s: usize, n: usize) -> Result<(), ContextFull> {
         let seq = self.seq(s);
         let capacity = seq.blocks.len() * self.kv.pool.block_tokens;
         if seq.len + n > capacity {
-            return Err(ModelError::ContextFull {
+            return Err(ContextFull {
                 needed: seq.len + n,
                 limit: capacity,
             });

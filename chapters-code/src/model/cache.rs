@@ -6,7 +6,7 @@
 //! blocks of f16.)
 
 use super::config::{LlamaConfig, ModelError};
-use crate::kv::KvRows;
+use crate::attention::{ContextFull, KvBatch, KvChunk, KvRows};
 use crate::quant::quantize::quantize_acts_q8_0;
 use crate::quant::{BlockQ8_0, QK, f32_to_f16};
 
@@ -195,10 +195,10 @@ impl KvCache {
     }
 
     /// Fails unless `n` more positions fit.
-    pub fn check_room(&self, n: usize) -> Result<(), ModelError> {
+    pub fn check_room(&self, n: usize) -> Result<(), ContextFull> {
         let needed = self.len + n;
         if needed > self.limit {
-            return Err(ModelError::ContextFull {
+            return Err(ContextFull {
                 needed,
                 limit: self.limit,
             });
@@ -244,5 +244,36 @@ impl KvCache {
             v.truncate_units(units);
         }
         self.len = len;
+    }
+}
+
+/// The contiguous cache holds one sequence: index 0.
+impl KvBatch for KvCache {
+    fn n_seqs(&self) -> usize {
+        1
+    }
+
+    fn len(&self, _s: usize) -> usize {
+        KvCache::len(self)
+    }
+
+    fn check_room(&self, _s: usize, n: usize) -> Result<(), ContextFull> {
+        KvCache::check_room(self, n)
+    }
+
+    fn append(&mut self, _s: usize, layer: usize, keys: &[f32], values: &[f32]) {
+        KvCache::append(self, layer, keys, values);
+    }
+
+    fn commit(&mut self, _s: usize, n: usize) {
+        KvCache::commit(self, n);
+    }
+
+    fn chunks(&self, _s: usize, layer: usize, upto: usize) -> Vec<KvChunk<'_>> {
+        vec![KvChunk {
+            keys: self.keys(layer, upto),
+            values: self.values(layer, upto),
+            len: upto,
+        }]
     }
 }

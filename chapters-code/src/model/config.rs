@@ -60,6 +60,15 @@ pub enum ModelError {
     EmptyInput,
 }
 
+impl From<crate::attention::ContextFull> for ModelError {
+    fn from(e: crate::attention::ContextFull) -> ModelError {
+        ModelError::ContextFull {
+            needed: e.needed,
+            limit: e.limit,
+        }
+    }
+}
+
 impl LlamaConfig {
     /// Reads `<arch>.*` keys; refuses architectures other than `llama`.
     pub fn from_gguf(g: &Gguf) -> Result<LlamaConfig, ModelError> {

@@ -7,15 +7,11 @@
 
 use super::cache::KvCache;
 use super::config::{LlamaConfig, ModelError};
-use super::ops::{add_in_place, rmsnorm, rope, softmax, swiglu};
+use super::ops::{add_in_place, rmsnorm, rope, swiglu};
+use crate::attention::{self, AttentionKind, Heads, KvBatch};
 use crate::formats::Gguf;
 use crate::kernels::matmul::{ActFormat, Acts, Matmul, QMatrix, matmul, matmul_many};
 use crate::kernels::pool::ThreadPool;
-use crate::kernels::scalar::axpy_q8_0;
-use crate::kernels::{attend_values, dot_f16_f32, dot_q8_0_q8_0, simd};
-use crate::kv::{KvBatch, KvRows};
-use crate::quant::quantize::quantize_acts_q8_0;
-use crate::quant::{f16_to_f32, f32_to_f16};
 use crate::tokenizer::TokenId;
 
 // ANCHOR: layer
@@ -41,6 +37,8 @@ pub struct Llama<'a> {
     /// The output head: `output.weight`, or `token_embd.weight` when tied.
     pub output: QMatrix<'a>, // (vocab, dim)
     pub tied_output: bool,
+    /// How attention is computed (naive, llama.cpp's arithmetic, unless a caller picks tiled).
+    pub attention: AttentionKind,
 }
 // ANCHOR_END: layer
 
@@ -132,6 +130,7 @@ impl<'a> Llama<'a> {
             layers,
             output,
             tied_output,
+            attention: AttentionKind::default(),
         })
     }
 
@@ -238,6 +237,12 @@ impl<'a> Llama<'a> {
             positions.extend(kv.len(s)..kv.len(s) + step.tokens.len());
         }
         let (d, kvd) = (c.dim, c.kv_dim());
+        let news: Vec<usize> = steps.iter().map(|s| s.tokens.len()).collect();
+        let heads = Heads {
+            n_heads: c.n_heads,
+            n_kv_heads: c.n_kv_heads,
+            head_dim: c.head_dim,
+        };
 
         // The residual stream: one row of `dim` floats per token.
         let mut x = vec![0.0f32; n * d];
@@ -290,7 +295,15 @@ impl<'a> Llama<'a> {
                     &v[rows.start * kvd..rows.end * kvd],
                 );
             }
-            attention(pool, c, &q, &*kv, li, steps, &firsts, &mut att);
+            let step = attention::Step {
+                heads,
+                q: &q,
+                kv: &*kv,
+                layer: li,
+                new: &news,
+                firsts: &firsts,
+            };
+            attention::attend(self.attention, pool, &step, &mut att);
             matmul(
                 pool,
                 &layer.wo,
@@ -391,112 +404,3 @@ impl ActsFor {
         Matmul { w, acts, out }
     }
 }
-
-// ANCHOR: attention
-/// Causal grouped-query attention for every new token of every sequence of the step: token
-/// `r` of the batch (a query at position `p` of its sequence) attends to positions `0..=p`
-/// of its own sequence, read from `kv` in chunks. One pool task per (sequence, query head).
-/// Like llama.cpp, the query and the attention weights are rounded to f16 before their
-/// products with an f16 cache, and each output is a dot product over positions in the
-/// canonical float order (llama.cpp's `ggml_vec_dot_f16` of the weights with a value column:
-/// [`attend_values`]); with a Q8_0 cache the query is quantized to Q8_0 (an integer dot
-/// product, as llama.cpp does) and each value is dequantized as it is added.
-#[allow(clippy::too_many_arguments)]
-fn attention(
-    pool: &ThreadPool,
-    c: &LlamaConfig,
-    q: &[f32],
-    kv: &dyn KvBatch,
-    layer: usize,
-    steps: &[SeqStep<'_>],
-    firsts: &[usize],
-    out: &mut [f32],
-) {
-    let (hd, d) = (c.head_dim, c.dim);
-    let group = c.n_heads / c.n_kv_heads;
-    let scale = 1.0 / (hd as f32).sqrt();
-    let level = simd();
-    let shared = SharedRows(out.as_mut_ptr());
-    pool.run(steps.len() * c.n_heads, &|task| {
-        let (s, h) = (task / c.n_heads, task % c.n_heads);
-        let n = steps[s].tokens.len();
-        let start = kv.len(s);
-        let chunks = kv.chunks(s, layer, start + n);
-        let head = (h / group) * hd..(h / group + 1) * hd; // this head's columns of a KV row
-        let kv_dim = c.kv_dim();
-        let mut scores = Vec::with_capacity(start + n);
-        let mut acc = vec![0.0f32; hd];
-        // This head's value rows of every position, when the cache holds f16 (empty for Q8_0).
-        let f16_values: Vec<&[u16]> = chunks
-            .iter()
-            .flat_map(|chunk| {
-                (0..chunk.len).filter_map(|p| match chunk.values.slice(p, kv_dim, head.clone()) {
-                    KvRows::F16(v) => Some(v),
-                    KvRows::Q8_0(_) => None,
-                })
-            })
-            .collect();
-        for t in 0..n {
-            let row = firsts[s] + t;
-            let q_t: Vec<f32> = q[row * d + h * hd..row * d + (h + 1) * hd]
-                .iter()
-                .map(|&x| f16_to_f32(f32_to_f16(x)))
-                .collect();
-            // The query as Q8_0, made on first use by a Q8_0 cache.
-            let mut q_8 = None;
-            let mut visible = start + t + 1; // causal: positions 0..=start+t
-            scores.clear();
-            for chunk in &chunks {
-                for p in 0..chunk.len.min(visible) {
-                    let score = match chunk.keys.slice(p, kv_dim, head.clone()) {
-                        KvRows::F16(k) => dot_f16_f32(level, k, &q_t),
-                        KvRows::Q8_0(k) => {
-                            let q_8 = q_8.get_or_insert_with(|| {
-                                quantize_acts_q8_0(&q[row * d + h * hd..row * d + (h + 1) * hd])
-                            });
-                            dot_q8_0_q8_0(level, k, q_8)
-                        }
-                    };
-                    scores.push(score * scale);
-                }
-                visible = visible.saturating_sub(chunk.len);
-            }
-            softmax(&mut scores);
-            // The weights in f16, as llama.cpp multiplies them with an f16 cache.
-            for w in scores.iter_mut() {
-                *w = f16_to_f32(f32_to_f16(*w));
-            }
-            if f16_values.is_empty() {
-                acc.fill(0.0);
-                let mut weights = scores.iter();
-                'chunks: for chunk in &chunks {
-                    for p in 0..chunk.len {
-                        let Some(&w) = weights.next() else {
-                            break 'chunks;
-                        };
-                        if let KvRows::Q8_0(v) = chunk.values.slice(p, kv_dim, head.clone()) {
-                            axpy_q8_0(w, v, &mut acc);
-                        }
-                    }
-                }
-            } else {
-                attend_values(level, &scores, &f16_values, &mut acc);
-            }
-            // SAFETY: task (s, h) writes only columns h·hd..(h+1)·hd of its sequence's rows.
-            unsafe {
-                std::ptr::copy_nonoverlapping(acc.as_ptr(), shared.get().add(row * d + h * hd), hd)
-            };
-        }
-    });
-}
-// ANCHOR_END: attention
-
-struct SharedRows(*mut f32);
-
-impl SharedRows {
-    fn get(&self) -> *mut f32 {
-        self.0
-    }
-}
-// SAFETY: attention tasks write disjoint column ranges, and pool.run returns after all tasks.
-unsafe impl Sync for SharedRows {}

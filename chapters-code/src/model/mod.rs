@@ -2,7 +2,8 @@
 
 pub mod cache;
 pub mod config;
-pub mod ggml_exp;
+/// GGML's exp, used by SwiGLU here and by attention's softmax (it lives with the kernels).
+pub use crate::kernels::ggml_exp;
 pub mod llama;
 pub mod ops;
 

@@ -8,6 +8,7 @@ use std::process::Command;
 
 /// The engine every model-running result depends on.
 const ENGINE: &[&str] = &[
+    "chapters-code/src/attention",
     "chapters-code/src/kernels",
     "chapters-code/src/quant",
     "chapters-code/src/model",
@@ -103,6 +104,7 @@ pub fn depends_on(name: &str) -> Vec<&'static str> {
                 "chapters-code/src/bin/demo-serving-api.rs",
             ],
         ),
+        n if n.starts_with("flash-") => (true, &["chapters-code/src/bin/demo-flash-attention.rs"]),
         "coverage" => (false, &["chapters-code", "xtask"]),
         _ => (false, &["chapters-code/src"]),
     };

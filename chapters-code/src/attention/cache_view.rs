@@ -1,9 +1,18 @@
-//! What the forward pass needs from a KV cache, whatever its layout: store the keys and values
-//! of new positions, and hand back those of earlier positions as contiguous chunks. The
-//! contiguous cache of one sequence and the paged cache of many both provide it.
+//! What attention reads from a KV cache, whatever its layout: store the keys and values of new
+//! positions, and hand back those of earlier positions as contiguous chunks. The contiguous
+//! cache of one sequence (`model::KvCache`) and the paged cache of many (`kv::PagedKv`) both
+//! implement it; attention depends on this interface only, so data flows one way:
+//! model → attention → cache.
 
-use crate::model::{KvCache, ModelError};
 use crate::quant::{BlockQ8_0, QK};
+
+/// A sequence would grow past what its cache may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the sequence needs {needed} positions, the KV cache holds at most {limit}")]
+pub struct ContextFull {
+    pub needed: usize,
+    pub limit: usize,
+}
 
 /// Rows of keys or values, `kv_dim` values each, as a cache stores them.
 #[derive(Clone, Copy)]
@@ -54,7 +63,7 @@ pub trait KvBatch: Sync {
     /// Positions sequence `s` holds before the step.
     fn len(&self, s: usize) -> usize;
     /// Fails unless `n` more positions fit in sequence `s`.
-    fn check_room(&self, s: usize, n: usize) -> Result<(), ModelError>;
+    fn check_room(&self, s: usize, n: usize) -> Result<(), ContextFull>;
     /// Stores the keys and values (f32, rounded to the cache's precision) of sequence `s`'s
     /// new positions at `layer`: `n × kv_dim` each.
     fn append(&mut self, s: usize, layer: usize, keys: &[f32], values: &[f32]);
@@ -64,34 +73,3 @@ pub trait KvBatch: Sync {
     fn chunks(&self, s: usize, layer: usize, upto: usize) -> Vec<KvChunk<'_>>;
 }
 // ANCHOR_END: kv_batch
-
-/// The contiguous cache holds one sequence: index 0.
-impl KvBatch for KvCache {
-    fn n_seqs(&self) -> usize {
-        1
-    }
-
-    fn len(&self, _s: usize) -> usize {
-        KvCache::len(self)
-    }
-
-    fn check_room(&self, _s: usize, n: usize) -> Result<(), ModelError> {
-        KvCache::check_room(self, n)
-    }
-
-    fn append(&mut self, _s: usize, layer: usize, keys: &[f32], values: &[f32]) {
-        KvCache::append(self, layer, keys, values);
-    }
-
-    fn commit(&mut self, _s: usize, n: usize) {
-        KvCache::commit(self, n);
-    }
-
-    fn chunks(&self, _s: usize, layer: usize, upto: usize) -> Vec<KvChunk<'_>> {
-        vec![KvChunk {
-            keys: self.keys(layer, upto),
-            values: self.values(layer, upto),
-            len: upto,
-        }]
-    }
-}

@@ -21,16 +21,7 @@ fn c(bits: u32) -> f32 {
 /// degree-5 polynomial, then scaled by 2^n through the exponent bits.
 #[inline]
 pub fn expf(x: f32) -> f32 {
-    let z = x.mul_add(c(LOG2E), SHIFT);
-    let n = z - SHIFT;
-    let b = (-n).mul_add(c(LN2_LO), (-n).mul_add(c(LN2_HI), x));
-    let e = z.to_bits() << 23;
-    let k = f32::from_bits(e.wrapping_add(1.0f32.to_bits()));
-    let u = b * b;
-    let j = c(C5)
-        .mul_add(b, c(C4))
-        .mul_add(u, c(C3).mul_add(b, c(C2)))
-        .mul_add(u, c(C1) * b);
+    let (j, k, n, e) = parts(x);
     if n.abs() <= 126.0 {
         return j.mul_add(k, k);
     }
@@ -44,7 +35,32 @@ pub fn expf(x: f32) -> f32 {
         s2.mul_add(j, s2) * s1
     }
 }
+
+/// The polynomial e^b − 1 (`j`), 2^n (`k`), n, and n's exponent bits, for x = n·ln2 + b.
+#[inline(always)]
+fn parts(x: f32) -> (f32, f32, f32, u32) {
+    let z = x.mul_add(c(LOG2E), SHIFT);
+    let n = z - SHIFT;
+    let b = (-n).mul_add(c(LN2_LO), (-n).mul_add(c(LN2_HI), x));
+    let e = z.to_bits() << 23;
+    let k = f32::from_bits(e.wrapping_add(1.0f32.to_bits()));
+    let u = b * b;
+    let j = c(C5)
+        .mul_add(b, c(C4))
+        .mul_add(u, c(C3).mul_add(b, c(C2)))
+        .mul_add(u, c(C1) * b);
+    (j, k, n, e)
+}
 // ANCHOR_END: ggml_expf
+
+/// e^x for x ≤ 0 without a branch, so that a loop over it vectorizes: [`expf`]'s polynomial
+/// on max(x, −87). Where [`expf`] gives less than 1.7e−38 (x < −87), this gives about 1.6e−38:
+/// nothing, next to the 1 that the largest term of a softmax contributes. e^(−∞) is that too.
+#[inline(always)]
+pub fn expf_nonpositive(x: f32) -> f32 {
+    let (j, k, _, _) = parts(x.max(-87.0));
+    j.mul_add(k, k)
+}
 
 #[cfg(test)]
 mod tests {
@@ -66,5 +82,17 @@ mod tests {
         assert_eq!(expf(f32::NEG_INFINITY), 0.0);
         assert_eq!(expf(-200.0), 0.0);
         assert_eq!(expf(100.0), f32::INFINITY);
+    }
+
+    #[test]
+    fn the_branch_free_exponential_is_expf_down_to_minus_87() {
+        let mut x = -87.0f32;
+        while x <= 0.0 {
+            assert_eq!(expf_nonpositive(x), expf(x), "{x}");
+            x += 0.0371;
+        }
+        for x in [-87.5, -200.0, f32::NEG_INFINITY] {
+            assert!(expf_nonpositive(x) < 2e-38, "{x}");
+        }
     }
 }
