@@ -155,6 +155,7 @@ fn every_demo_explains_its_flags() {
                 "--timeout-s",
                 "--drain-s",
                 "--kv-mib",
+                "--attention",
             ][..],
         ),
         (
@@ -183,6 +184,16 @@ fn every_demo_explains_its_flags() {
                 "--force",
                 "--runs",
                 "--tokens",
+                "--benchmark",
+                "--verify",
+            ][..],
+        ),
+        (
+            env!("CARGO_BIN_EXE_demo-flash-attention"),
+            &[
+                "--prompt-tokens",
+                "--contexts",
+                "--decode-tokens",
                 "--benchmark",
                 "--verify",
             ][..],

@@ -122,6 +122,15 @@ fn mistakes() -> Vec<Mistake> {
             never: &[],
             needs_model: true,
         },
+        Mistake {
+            what: "--contexts past the room for decoding",
+            bin: env!("CARGO_BIN_EXE_demo-flash-attention"),
+            args: strings(&["--benchmark", "--contexts", "128,8190"]),
+            model_env: None,
+            fix: strings(&["--contexts 8190", "--decode-tokens 16", "context of 8192"]),
+            never: &[],
+            needs_model: true,
+        },
     ];
     for bin in [
         env!("CARGO_BIN_EXE_demo-throughput-bench"),

@@ -84,6 +84,10 @@ pub const DEMOS: &[DemoJob] = &[
         args: &["--output", "json", "--verify"],
     },
     DemoJob {
+        bin: "demo-flash-attention",
+        args: &["--benchmark", "--output", "json", "--verify"],
+    },
+    DemoJob {
         bin: "demo-quantization",
         args: &["--output", "json", "--verify", "--chunks", "8"],
     },

@@ -1,6 +1,7 @@
 //! What every demo binary shares: the command-line flags ([`DemoArgs`]), provenance of every
 //! number ([`provenance`]), and the two output modes (text, JSON).
 
+pub mod alloc_meter;
 pub mod args;
 pub mod chat;
 pub mod exit;

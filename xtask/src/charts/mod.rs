@@ -31,6 +31,7 @@ pub struct Chart {
     pub svg: String,
 }
 
+mod attention;
 mod hardware;
 mod parity;
 mod quantization;
@@ -103,6 +104,12 @@ const CHARTS: &[Spec] = &[
         needs: &["throughput-levels"],
         optional: &[],
         draw: serving::throughput_latency,
+    },
+    Spec {
+        file: "attention-by-context.svg",
+        needs: &["flash-speed"],
+        optional: &[],
+        draw: attention::attention_by_context,
     },
     Spec {
         file: "bits-vs-perplexity.svg",

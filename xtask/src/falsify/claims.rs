@@ -657,7 +657,124 @@ pub const CLAIMS: &[Claim] = &[
             })
         },
     },
+    Claim {
+        id: "FA-1",
+        chapter: "Flash attention",
+        statement: "At the longest prompt measured (about 8K tokens), tiled attention holds at most 1/20 of the memory naive attention holds",
+        tables: &["flash-memory"],
+        check: |root| {
+            let Some(t) = table(root, "flash-memory")? else {
+                return Ok(missing("flash-memory"));
+            };
+            let longest = longest_row(&t.table.rows);
+            Ok(
+                match longest
+                    .and_then(|r| Some((r.get("context")?.as_f64()?, r.get("ratio")?.as_f64()?)))
+                {
+                    Some((n, x)) => {
+                        let evidence = format!("{x:.0}× less at {n:.0} tokens");
+                        if x >= FA1_MEMORY_X {
+                            Verdict::Holds(evidence)
+                        } else {
+                            Verdict::Falsified(evidence)
+                        }
+                    }
+                    None => missing("flash-memory"),
+                },
+            )
+        },
+    },
+    Claim {
+        id: "FA-2",
+        chapter: "Flash attention",
+        statement: "Tiled attention prefills a 4K-token prompt at least 1.5× as fast as naive attention (measured side by side)",
+        tables: &["flash-speed"],
+        check: |root| {
+            let Some(t) = table(root, "flash-speed")? else {
+                return Ok(missing("flash-speed"));
+            };
+            let x = t.table.rows.iter().find_map(|r| {
+                (r.get("context")?.as_f64()? == FA2_CONTEXT)
+                    .then(|| r.get("prefill_speedup")?.as_f64())?
+            });
+            Ok(at_least(
+                x,
+                FA2_SPEEDUP_X,
+                "× naive's prefill speed at 4096 tokens",
+                "flash-speed",
+            ))
+        },
+    },
+    Claim {
+        id: "FA-3",
+        chapter: "Flash attention",
+        statement: "At the longest context measured, decoding with tiled attention is no slower than with naive attention",
+        tables: &["flash-speed"],
+        check: |root| {
+            let Some(t) = table(root, "flash-speed")? else {
+                return Ok(missing("flash-speed"));
+            };
+            let longest = longest_row(&t.table.rows);
+            Ok(
+                match longest.and_then(|r| {
+                    Some((
+                        r.get("context")?.as_f64()?,
+                        r.get("decode_ratio")?.as_f64()?,
+                    ))
+                }) {
+                    Some((n, x)) => {
+                        let evidence =
+                            format!("tiled decodes at {x:.2}× naive's speed after {n:.0} tokens");
+                        if x >= 1.0 {
+                            Verdict::Holds(evidence)
+                        } else {
+                            Verdict::Falsified(evidence)
+                        }
+                    }
+                    None => missing("flash-speed"),
+                },
+            )
+        },
+    },
+    Claim {
+        id: "FA-4",
+        chapter: "Flash attention",
+        statement: "Tiled attention gives the same logits bit for bit however a prompt is cut into steps (chunked prefill, decode split over key segments)",
+        tables: &["flash-invariance"],
+        check: |root| {
+            let Some(t) = table(root, "flash-invariance")? else {
+                return Ok(missing("flash-invariance"));
+            };
+            let rows = &t.table.rows;
+            let same = rows
+                .iter()
+                .filter(|r| r.get("same_bits") == Some(&serde_json::Value::Bool(true)))
+                .count();
+            let evidence = format!("{same} of {} ways give the same bits", rows.len());
+            Ok(if rows.is_empty() {
+                missing("flash-invariance")
+            } else if same == rows.len() {
+                Verdict::Holds(evidence)
+            } else {
+                Verdict::Falsified(evidence)
+            })
+        },
+    },
 ];
+
+/// The row of the longest context (`context` column).
+fn longest_row(
+    rows: &[serde_json::Map<String, serde_json::Value>],
+) -> Option<&serde_json::Map<String, serde_json::Value>> {
+    rows.iter()
+        .filter(|r| r.get("context").and_then(|v| v.as_f64()).is_some())
+        .max_by(|a, b| {
+            a["context"]
+                .as_f64()
+                .unwrap()
+                .total_cmp(&b["context"].as_f64().unwrap())
+        })
+}
 
 /// Holds when `value` is at least `floor`.
 fn at_least(value: Option<f64>, floor: f64, what: &str, table: &str) -> Verdict {

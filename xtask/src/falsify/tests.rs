@@ -176,6 +176,27 @@ fn claim_cases() -> Vec<(&'static str, Files, Files)> {
                    {"cache": "f16", "per_token": 23040, "dppl": null}]),
         )]
     };
+    let flash_memory = |longest: f64| {
+        vec![(
+            "flash-memory",
+            json!([{"context": 512, "ratio": 3.0}, {"context": 8176, "ratio": longest},
+                   {"context": 4096, "ratio": 40.0}]),
+        )]
+    };
+    let flash_speed = |at_4k: f64, decode_longest: f64| {
+        vec![(
+            "flash-speed",
+            json!([{"context": 4096, "prefill_speedup": at_4k, "decode_ratio": 0.5},
+                   {"context": 8176, "prefill_speedup": 3.0, "decode_ratio": decode_longest},
+                   {"context": 128, "prefill_speedup": 1.0, "decode_ratio": 0.5}]),
+        )]
+    };
+    let invariance = |last: bool| {
+        vec![(
+            "flash-invariance",
+            json!([{"way": "a", "same_bits": true}, {"way": "b", "same_bits": last}]),
+        )]
+    };
     let apr = |ms: f64| {
         vec![(
             "apr-load",
@@ -259,6 +280,10 @@ fn claim_cases() -> Vec<(&'static str, Files, Files)> {
         ("QZ-4", kv_cache(0.03), kv_cache(2.0)),
         ("APR-1", apr(50.0), apr(150.0)),
         ("APR-2", security("yes"), security("no")),
+        ("FA-1", flash_memory(30.0), flash_memory(12.0)),
+        ("FA-2", flash_speed(1.8, 1.1), flash_speed(1.2, 1.1)),
+        ("FA-3", flash_speed(1.8, 1.05), flash_speed(1.8, 0.9)),
+        ("FA-4", invariance(true), invariance(false)),
     ]
 }
 

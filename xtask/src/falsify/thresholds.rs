@@ -30,6 +30,11 @@ pub const QZ4_MEMORY_PCT: f64 = 55.0;
 pub const QZ4_DPPL_PCT: f64 = 1.0;
 /// APR-1: opening and indexing the APR file, at most, in milliseconds.
 pub const APR1_INDEX_MS: f64 = 100.0;
+/// FA-1: naive attention's peak memory at the longest prompt, at least this many times tiled's.
+pub const FA1_MEMORY_X: f64 = 20.0;
+/// FA-2: the context of the prefill comparison, tokens, and tiled's speedup there, at least.
+pub const FA2_CONTEXT: f64 = 4096.0;
+pub const FA2_SPEEDUP_X: f64 = 1.5;
 
 /// How each claim's statement writes its thresholds (`{}` stands for the value).
 pub const CLAIM_PROSE: &[(&str, f64, &str)] = &[
@@ -47,6 +52,8 @@ pub const CLAIM_PROSE: &[(&str, f64, &str)] = &[
     ("QZ-4", QZ4_MEMORY_PCT, "at most {}%"),
     ("QZ-4", QZ4_DPPL_PCT, "within {}%"),
     ("APR-1", APR1_INDEX_MS, "at most {} ms"),
+    ("FA-1", FA1_MEMORY_X, "at most 1/{} of"),
+    ("FA-2", FA2_SPEEDUP_X, "at least {}×"),
 ];
 
 // The course's 100-point scorecard (its section 7), read strictly: see the appendix.
