@@ -5,10 +5,11 @@
 //! Tests that need the model skip (and say so) when it has not been fetched.
 
 use chapters_code::assets;
+use chapters_code::attention::AttentionKind;
 use chapters_code::engine::SchedulerConfig;
 use chapters_code::serve::client::{self, ClientError};
 use chapters_code::serve::{AppState, ServerConfig, app_state, serve_on_loopback};
-use chapters_code::tokenizer::ChatMessage;
+use chapters_code::tokenizer::{ChatMessage, Tokenizer};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -858,4 +859,49 @@ async fn the_load_generator_speaks_both_apis_and_counts_its_samples() {
         assert_eq!(level.ttft_samples, 4, "{api:?}");
         assert_eq!(level.itl_samples, 4 * 4, "{api:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_7500_token_prompt_is_answered_and_one_as_long_as_the_context_is_refused() {
+    let (Some(model), Some(text)) = (
+        assets::model_for_tests(),
+        assets::perplexity_text_for_tests(),
+    ) else {
+        eprintln!("skipped: the model or the reference text is not fetched");
+        return;
+    };
+    let gguf = assets::open_model(&model).unwrap();
+    let ids = Tokenizer::from_gguf(&gguf)
+        .unwrap()
+        .encode(&assets::read_text(&text).unwrap(), false);
+    drop(gguf);
+    // Room in the KV cache for the whole context (22.5 KiB a token); tiled attention, whose
+    // memory does not grow with the prompt; chunked prefill of 256 tokens a step (the default).
+    let scheduler = SchedulerConfig {
+        kv_budget_bytes: 200 << 20,
+        attention: AttentionKind::Tiled,
+        ..SchedulerConfig::default()
+    };
+    let config = ServerConfig {
+        model_id: MODEL_ID.into(),
+        max_body_bytes: 1 << 20,
+        request_timeout: Duration::from_secs(900),
+        log_requests: false,
+    };
+    let state = app_state(&model, 2, scheduler, 4, config).expect("the server starts");
+    let base = serve_on_loopback(Arc::clone(&state)).await.unwrap();
+    let s = Server {
+        base,
+        state,
+        http: reqwest::Client::new(),
+    };
+    let body = |n: usize| json!({"model": MODEL_ID, "prompt": &ids[..n], "max_tokens": 2, "temperature": 0});
+    let started = Instant::now();
+    let (status, answer) = s.post("/v1/completions", &body(7500)).await;
+    eprintln!("7,500 prompt tokens answered in {:?}", started.elapsed());
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["usage"]["prompt_tokens"], 7500);
+    assert_eq!(answer["usage"]["completion_tokens"], 2);
+    let refused = s.post("/v1/completions", &body(8192)).await;
+    assert_error(&refused, 400, "context_length_exceeded", Some("prompt"));
 }

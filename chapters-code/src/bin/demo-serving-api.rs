@@ -1,6 +1,7 @@
 //! The serving API: an OpenAI-compatible HTTP server over the continuous-batching engine.
 
 use anyhow::{Context, Result, bail};
+use chapters_code::attention::AttentionKind;
 use chapters_code::demo::{Column, DemoArgs, ModelArgs, OutputMode, Provenance, Report, Table};
 use chapters_code::engine::SchedulerConfig;
 use chapters_code::serve::{ServerConfig, app_state, router};
@@ -51,6 +52,11 @@ struct Cli {
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..65_537))]
     max_batch_tokens: u64,
 
+    /// Attention: naive (llama.cpp's arithmetic, the parity suite's bits) or tiled
+    /// (FlashAttention's algorithm: faster on long prompts, memory that does not grow with them).
+    #[arg(long, default_value = "naive", value_parser = parse_attention)]
+    attention: AttentionKind,
+
     /// Memory for the KV cache, in MiB.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..1_048_576))]
     kv_mib: u64,
@@ -95,6 +101,7 @@ fn demo() -> Result<()> {
         max_running: cli.max_running as usize,
         max_batch_tokens: cli.max_batch_tokens as usize,
         kv_budget_bytes: (cli.kv_mib as usize) << 20,
+        attention: cli.attention,
         ..SchedulerConfig::default()
     };
     let config = ServerConfig {
@@ -274,7 +281,7 @@ fn startup_summary(
         scheduler.kv_budget_bytes,
     );
     Ok(format!(
-        "model {} ({} layers, {} heads, {} KV heads, context {}); {} threads, SIMD {}; KV cache {} MiB = {} blocks of {} tokens ({} tokens); batches of up to {} sequences, {} tokens per step; queue of {}",
+        "model {} ({} layers, {} heads, {} KV heads, context {}); {} threads, SIMD {}; KV cache {} MiB = {} blocks of {} tokens ({} tokens); batches of up to {} sequences, {} tokens per step; {} attention; queue of {}",
         path.display(),
         c.n_layers,
         c.n_heads,
@@ -288,6 +295,11 @@ fn startup_summary(
         blocks * scheduler.block_tokens,
         scheduler.max_running,
         scheduler.max_batch_tokens,
+        scheduler.attention,
         cli.max_queue
     ))
+}
+
+fn parse_attention(s: &str) -> Result<AttentionKind, String> {
+    AttentionKind::parse(s).ok_or_else(|| format!("`{s}` is not an attention: naive or tiled"))
 }

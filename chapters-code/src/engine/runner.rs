@@ -127,7 +127,8 @@ impl Runner {
         let handle = std::thread::Builder::new()
             .name("prodml-engine".into())
             .spawn(move || {
-                let model = Llama::load(&gguf).expect("loaded once above");
+                let mut model = Llama::load(&gguf).expect("loaded once above");
+                model.attention = config.attention;
                 let pool = ThreadPool::new(threads);
                 let mut scheduler = Scheduler::new(&model, &tokenizer, config);
                 let mut channels = Channels {

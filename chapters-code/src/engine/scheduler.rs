@@ -39,6 +39,8 @@ pub struct SchedulerConfig {
     pub block_tokens: usize,
     /// Memory for the KV cache, in bytes.
     pub kv_budget_bytes: usize,
+    /// How the model computes attention (naive: llama.cpp's arithmetic, the parity suite's).
+    pub attention: crate::attention::AttentionKind,
 }
 
 impl Default for SchedulerConfig {
@@ -49,6 +51,7 @@ impl Default for SchedulerConfig {
             max_batch_tokens: 256,
             block_tokens: crate::kv::DEFAULT_BLOCK_TOKENS,
             kv_budget_bytes: 256 << 20,
+            attention: crate::attention::AttentionKind::Naive,
         }
     }
 }
