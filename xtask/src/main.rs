@@ -89,6 +89,7 @@ fn main() -> Result<()> {
             let mut written = bench::run(&root, only.as_deref())?;
             if peer.as_deref() == Some("llama-cpp") {
                 written.push(peers::llama_cpp(&root)?);
+                written.push(peers::llama_cpp_flash(&root)?);
             }
             for path in &written {
                 println!("wrote {}", path.display());

@@ -364,7 +364,7 @@ fn decode_split_over_segments_equals_one_query_in_a_prefill_block() {
 }
 
 #[test]
-fn every_simd_path_of_the_tile_loop_gives_the_scalar_bits() {
+fn tile_kernels_on_every_simd_path_give_the_scalar_bits() {
     let case = cases()[8];
     let q = case.queries(1);
     for precision in KvPrecision::ALL {

@@ -105,6 +105,7 @@ pub fn depends_on(name: &str) -> Vec<&'static str> {
             ],
         ),
         n if n.starts_with("flash-") => (true, &["chapters-code/src/bin/demo-flash-attention.rs"]),
+        "peer-llama-cpp-flash" => (false, &["xtask/src/peers"]),
         "coverage" => (false, &["chapters-code", "xtask"]),
         _ => (false, &["chapters-code/src"]),
     };

@@ -12,6 +12,7 @@ use std::process::Command;
 /// llama-cpp-python, pinned: the version whose outputs are the book's reference.
 pub const LLAMA_CPP_PYTHON: &str = "llama-cpp-python==0.3.36";
 const LLAMA_CPP_SCRIPT: &str = include_str!("llama_cpp_bench.py");
+const LLAMA_CPP_FLASH_SCRIPT: &str = include_str!("llama_cpp_flash.py");
 
 /// The Python that has llama_cpp: `$PRODML_LLAMA_CPP_PYTHON`, or a venv under `target/peers`
 /// created on first use (pip builds llama.cpp from source: many minutes on two cores).
@@ -196,6 +197,86 @@ pub fn llama_cpp(root: &Path) -> Result<PathBuf> {
     }
     table.notes.push(format!(
         "Best of {ROUNDS} interleaved rounds, each itself a best of several runs. llama.cpp: llama-cpp-python {version}, built from source by pip, decoding driven from Python; its OpenMP threads spin while they wait. Build: {system_info}."
+    ));
+    let mut provenance = Provenance::current();
+    provenance.profile = "release".into();
+    provenance.command = "cargo xtask bench --peer llama-cpp".into();
+    provenance
+        .crate_versions
+        .insert("llama-cpp-python".into(), version);
+    BenchFile { table, provenance }.save(root)
+}
+
+/// The context lengths and decoded tokens of `demo-flash-attention --benchmark`'s defaults.
+const FLASH_CONTEXTS: &str = "128,256,512,1024,2048,4096,8176";
+const FLASH_DECODE_TOKENS: &str = "16";
+
+/// llama.cpp with and without its flash attention at the flash-attention chapter's context
+/// lengths; writes `benchmarks/peer-llama-cpp-flash.json`.
+pub fn llama_cpp_flash(root: &Path) -> Result<PathBuf> {
+    let python = llama_cpp_python(root)?;
+    let script = root.join("target/peers/llama_cpp_flash.py");
+    std::fs::create_dir_all(script.parent().context("script path")?)?;
+    std::fs::write(&script, LLAMA_CPP_FLASH_SCRIPT)?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    eprintln!("== llama.cpp with and without flash attention, contexts {FLASH_CONTEXTS}");
+    let out = Command::new(&python)
+        .arg(&script)
+        .arg(chapters_code::assets::model_path())
+        .arg(threads.to_string())
+        .arg(FLASH_CONTEXTS)
+        .arg(FLASH_DECODE_TOKENS)
+        .arg(chapters_code::assets::perplexity_text_path())
+        .output()
+        .context("running the llama.cpp flash-attention benchmark")?;
+    if !out.status.success() {
+        bail!(
+            "the llama.cpp flash-attention benchmark failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let result: Value = serde_json::from_slice(&out.stdout)
+        .context("the llama.cpp flash-attention benchmark printed no JSON")?;
+    let rows = result["rows"].as_array().cloned().unwrap_or_default();
+    let get = |fa: bool, n: i64, key: &str| {
+        rows.iter()
+            .find(|r| r["flash_attn"] == json!(fa) && r["context"].as_i64() == Some(n))
+            .and_then(|r| r[key].as_f64())
+    };
+    let mut table = Table::new(
+        "peer-llama-cpp-flash",
+        "llama.cpp without and with flash attention (-fa), by context length, whole model",
+        vec![
+            Column::new("context", "Context").unit("tokens"),
+            Column::new("prefill_off", "Prefill, no -fa")
+                .unit("tokens/s")
+                .decimals(1),
+            Column::new("prefill_fa", "Prefill, -fa")
+                .unit("tokens/s")
+                .decimals(1),
+            Column::new("decode_off", "Decode, no -fa")
+                .unit("tokens/s")
+                .decimals(1),
+            Column::new("decode_fa", "Decode, -fa")
+                .unit("tokens/s")
+                .decimals(1),
+        ],
+    );
+    let mut contexts: Vec<i64> = rows.iter().filter_map(|r| r["context"].as_i64()).collect();
+    contexts.sort_unstable();
+    contexts.dedup();
+    for n in contexts {
+        table.push(vec![
+            json!(n),
+            json!(get(false, n, "prefill")),
+            json!(get(true, n, "prefill")),
+            json!(get(false, n, "decode")),
+            json!(get(true, n, "decode")),
+        ]);
+    }
+    let version = result["version"].as_str().unwrap_or("?").to_string();
+    table.notes.push(format!(
+        "llama-cpp-python {version}, {threads} threads, context 8192, batches of 512. Prefill: the first n tokens of the reference text in one call; decode: the next {FLASH_DECODE_TOKENS} tokens one by one, teacher-forced, driven from Python. One run of each."
     ));
     let mut provenance = Provenance::current();
     provenance.profile = "release".into();
