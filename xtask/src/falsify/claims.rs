@@ -687,7 +687,7 @@ pub const CLAIMS: &[Claim] = &[
     Claim {
         id: "FA-2",
         chapter: "Flash attention",
-        statement: "Tiled attention prefills a 4K-token prompt at least 1.5× as fast as naive attention (measured side by side)",
+        statement: "For a 4K-token prompt, tiled attention computes the prefill's attention at least 1.5× as fast as naive attention (one layer, measured side by side)",
         tables: &["flash-speed"],
         check: |root| {
             let Some(t) = table(root, "flash-speed")? else {
