@@ -15,61 +15,45 @@ pub fn attention_by_context(inputs: &Inputs) -> Result<String> {
     anyhow::ensure!(contexts.len() >= 2, "flash-speed has fewer than two rows");
     let x0 = contexts.iter().map(|p| p.0).fold(f64::INFINITY, f64::min) / 1.3;
     let x1 = contexts.iter().map(|p| p.0).fold(0.0, f64::max) * 1.3;
-    let mut svg = String::new();
-    {
-        let area = SVGBackend::with_string(&mut svg, (SIZE.0 * 3 / 2, SIZE.1)).into_drawing_area();
-        area.fill(&BACKGROUND)?;
-        let area = area.titled(
-            "Naive and tiled attention as the context grows (measured side by side)",
-            ("sans-serif", CAPTION).into_font().color(&TEXT),
-        )?;
-        let panels = area.split_evenly((1, 2));
-        let metrics = [
-            (
-                "prefill attention, one layer (µs per token)",
-                "prefill_naive",
-                "prefill_tiled",
-            ),
-            (
-                "decode, whole model (tokens/s)",
-                "decode_naive",
-                "decode_tiled",
-            ),
-        ];
-        for (panel, (y_desc, naive, tiled)) in panels.iter().zip(metrics) {
-            let lines = [
-                ("naive", ORANGE, series(naive)),
-                ("tiled", TEAL, series(tiled)),
+    two_panels!(
+        "Naive and tiled attention as the context grows (measured side by side)",
+        |panels| {
+            let metrics = [
+                (
+                    "prefill attention, one layer (µs per token)",
+                    "prefill_naive",
+                    "prefill_tiled",
+                ),
+                (
+                    "decode, whole model (tokens/s)",
+                    "decode_naive",
+                    "decode_tiled",
+                ),
             ];
-            let y_top = lines
-                .iter()
-                .flat_map(|l| l.2.iter().map(|p| p.1))
-                .fold(0.0, f64::max)
-                * 1.2;
-            let mut chart = ChartBuilder::on(panel)
-                .margin(24)
-                .x_label_area_size(70)
-                .y_label_area_size(100)
-                .build_cartesian_2d((x0..x1).log_scale(), 0f64..y_top.max(1e-9))?;
-            chart.plotting_area().fill(&PANEL)?;
-            mesh!(chart, "context (tokens, log scale)", y_desc)
-                .x_label_formatter(&|x| format!("{x:.0}"))
-                .draw()?;
-            for (name, color, points) in lines {
-                chart
-                    .draw_series(LineSeries::new(
-                        points.iter().copied(),
-                        color.stroke_width(4),
-                    ))?
-                    .label(name)
-                    .legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 30, y)], color.stroke_width(4))
-                    });
-                chart.draw_series(points.iter().map(|&p| Circle::new(p, 7, color.filled())))?;
+            for (panel, (y_desc, naive, tiled)) in panels.iter().zip(metrics) {
+                let lines = [
+                    ("naive", ORANGE, series(naive)),
+                    ("tiled", TEAL, series(tiled)),
+                ];
+                let y_top = lines
+                    .iter()
+                    .flat_map(|l| l.2.iter().map(|p| p.1))
+                    .fold(0.0, f64::max)
+                    * 1.2;
+                let mut chart = ChartBuilder::on(panel)
+                    .margin(24)
+                    .x_label_area_size(70)
+                    .y_label_area_size(100)
+                    .build_cartesian_2d((x0..x1).log_scale(), 0f64..y_top.max(1e-9))?;
+                chart.plotting_area().fill(&PANEL)?;
+                mesh!(chart, "context (tokens, log scale)", y_desc)
+                    .x_label_formatter(&|x| format!("{x:.0}"))
+                    .draw()?;
+                for (name, color, points) in lines {
+                    labelled_line!(chart, name, color, points);
+                }
+                legend!(chart, SeriesLabelPosition::UpperLeft)?;
             }
-            legend!(chart, SeriesLabelPosition::UpperLeft)?;
         }
-        area.present()?;
-    }
-    Ok(svg)
+    )
 }

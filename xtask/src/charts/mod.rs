@@ -207,6 +207,50 @@ macro_rules! frame {
 }
 pub(crate) use frame;
 
+/// One series as a line with a dot at each point, named in the legend: `points` is a
+/// `Vec<(x, y)>`.
+macro_rules! labelled_line {
+    ($chart:expr, $name:expr, $color:expr, $points:expr) => {{
+        let color = $color;
+        $chart
+            .draw_series(LineSeries::new(
+                $points.iter().copied(),
+                color.stroke_width(4),
+            ))?
+            .label($name)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 30, y)], color.stroke_width(4))
+            });
+        $chart.draw_series($points.iter().map(|&p| Circle::new(p, 7, color.filled())))?;
+    }};
+}
+pub(crate) use labelled_line;
+
+/// A chart of two panels side by side under one `title`, 1.5 charts wide: the body gets the two
+/// drawing areas as `panels` and draws each. Evaluates to `Ok(svg)` (a macro for the reason
+/// [`frame!`] is one).
+macro_rules! two_panels {
+    ($title:expr, |$panels:ident| $body:block) => {{
+        let mut svg = String::new();
+        {
+            let area = SVGBackend::with_string(&mut svg, ($crate::charts::SIZE.0 * 3 / 2, $crate::charts::SIZE.1))
+                .into_drawing_area();
+            area.fill(&$crate::charts::BACKGROUND)?;
+            let area = area.titled(
+                $title,
+                ("sans-serif", $crate::charts::CAPTION)
+                    .into_font()
+                    .color(&$crate::charts::TEXT),
+            )?;
+            let $panels = area.split_evenly((1, 2));
+            $body
+            area.present()?;
+        }
+        Ok(svg)
+    }};
+}
+pub(crate) use two_panels;
+
 /// The mesh every chart draws: axis descriptions, muted labels and grid.
 macro_rules! mesh {
     ($chart:expr, $x:expr, $y:expr) => {

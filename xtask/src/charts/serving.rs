@@ -52,70 +52,54 @@ pub fn throughput_latency(inputs: &Inputs) -> Result<String> {
         .collect();
     anyhow::ensure!(!levels.is_empty(), "throughput-levels has no rows");
     let x_top = levels.iter().map(|l| l.1).fold(0.0, f64::max) * 1.15;
-    let mut svg = String::new();
-    {
-        let area = SVGBackend::with_string(&mut svg, (SIZE.0 * 3 / 2, SIZE.1)).into_drawing_area();
-        area.fill(&BACKGROUND)?;
-        let area = area.titled(
-            "More clients: more tokens per second in all, each one waits longer",
-            ("sans-serif", CAPTION).into_font().color(&TEXT),
-        )?;
-        let panels = area.split_evenly((1, 2));
-        let metrics = [
-            ("time to first token (ms)", "ttft_p50", "ttft_p99"),
-            ("inter-token latency (ms)", "itl_p50", "itl_p99"),
-        ];
-        for (panel, (y_desc, p50, p99)) in panels.iter().zip(metrics) {
-            let series: Vec<(f64, f64, f64, f64)> = rows
-                .iter()
-                .filter_map(|r| {
-                    Some((
-                        num(r, "concurrency")?,
-                        num(r, "throughput")?,
-                        num(r, p50)?,
-                        num(r, p99)?,
-                    ))
-                })
-                .collect();
-            let y_top = series.iter().map(|s| s.3).fold(1.0, f64::max) * 1.2;
-            let mut chart = ChartBuilder::on(panel)
-                .margin(24)
-                .x_label_area_size(70)
-                .y_label_area_size(100)
-                .build_cartesian_2d(0f64..x_top, 0f64..y_top)?;
-            chart.plotting_area().fill(&PANEL)?;
-            mesh!(
-                chart,
-                "aggregate throughput (tokens/s, all streams)",
-                y_desc
-            )
-            .draw()?;
-            for (name, color, pick) in [("P50", TEAL, 2usize), ("P99", ORANGE, 3usize)] {
-                let points: Vec<(f64, f64)> = series
+    two_panels!(
+        "More clients: more tokens per second in all, each one waits longer",
+        |panels| {
+            let metrics = [
+                ("time to first token (ms)", "ttft_p50", "ttft_p99"),
+                ("inter-token latency (ms)", "itl_p50", "itl_p99"),
+            ];
+            for (panel, (y_desc, p50, p99)) in panels.iter().zip(metrics) {
+                let series: Vec<(f64, f64, f64, f64)> = rows
                     .iter()
-                    .map(|s| (s.1, if pick == 2 { s.2 } else { s.3 }))
+                    .filter_map(|r| {
+                        Some((
+                            num(r, "concurrency")?,
+                            num(r, "throughput")?,
+                            num(r, p50)?,
+                            num(r, p99)?,
+                        ))
+                    })
                     .collect();
-                chart
-                    .draw_series(LineSeries::new(
-                        points.iter().copied(),
-                        color.stroke_width(4),
-                    ))?
-                    .label(name)
-                    .legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 30, y)], color.stroke_width(4))
-                    });
-                chart.draw_series(points.iter().map(|&p| Circle::new(p, 7, color.filled())))?;
-            }
-            chart.draw_series(series.iter().map(|s| {
-                Text::new(
-                    format!("{} client{}", s.0, if s.0 == 1.0 { "" } else { "s" }),
-                    (s.1 - x_top * 0.04, s.3 + y_top * 0.04),
-                    ("sans-serif", LABEL - 2).into_font().color(&MUTED),
+                let y_top = series.iter().map(|s| s.3).fold(1.0, f64::max) * 1.2;
+                let mut chart = ChartBuilder::on(panel)
+                    .margin(24)
+                    .x_label_area_size(70)
+                    .y_label_area_size(100)
+                    .build_cartesian_2d(0f64..x_top, 0f64..y_top)?;
+                chart.plotting_area().fill(&PANEL)?;
+                mesh!(
+                    chart,
+                    "aggregate throughput (tokens/s, all streams)",
+                    y_desc
                 )
-            }))?;
-            legend!(chart, SeriesLabelPosition::UpperLeft)?;
+                .draw()?;
+                for (name, color, pick) in [("P50", TEAL, 2usize), ("P99", ORANGE, 3usize)] {
+                    let points: Vec<(f64, f64)> = series
+                        .iter()
+                        .map(|s| (s.1, if pick == 2 { s.2 } else { s.3 }))
+                        .collect();
+                    labelled_line!(chart, name, color, points);
+                }
+                chart.draw_series(series.iter().map(|s| {
+                    Text::new(
+                        format!("{} client{}", s.0, if s.0 == 1.0 { "" } else { "s" }),
+                        (s.1 - x_top * 0.04, s.3 + y_top * 0.04),
+                        ("sans-serif", LABEL - 2).into_font().color(&MUTED),
+                    )
+                }))?;
+                legend!(chart, SeriesLabelPosition::UpperLeft)?;
+            }
         }
-        area.present()?;
-    }
-    Ok(svg)
+    )
 }
