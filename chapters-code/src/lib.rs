@@ -16,6 +16,7 @@
 //! | [`kv`] | the paged KV cache (The KV cache) |
 //! | [`engine`] | continuous batching: scheduler, replay, engine thread |
 //! | [`serve`] | the OpenAI-compatible server (Serving API, Streaming) |
+//! | [`speculative`] | drafting and verifying tokens (Speculative decoding) |
 //! | [`reference`] | llama.cpp's outputs we check against |
 //! | [`parity`] | llama.cpp's noise floor, and our engine against it (From prompt to tokens) |
 //! | [`kernels`] | dot products and matmul, scalar and SIMD (every chapter) |
@@ -38,6 +39,7 @@ pub mod quant;
 pub mod reference;
 pub mod sampling;
 pub mod serve;
+pub mod speculative;
 pub mod tokenizer;
 
 #[cfg(test)]

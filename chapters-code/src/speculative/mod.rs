@@ -1,0 +1,23 @@
+//! Speculative decoding: a cheap drafter proposes the next k tokens, the target model checks all
+//! of them in one forward pass, and every token it agrees with costs no pass of its own. On a CPU
+//! a pass over k + 1 positions costs little more than a pass over one (decoding reads every
+//! weight for a single token), so each accepted token is nearly free.
+//!
+//! - [`drafter`]: the [`Drafter`] trait and the draft-model drafter ([`self_draft`]: the target's
+//!   first blocks);
+//! - [`ngram`]: prompt lookup, the drafter without a model;
+//! - [`rule`]: greedy verification and Leviathan et al.'s speculative sampling;
+//! - [`decode`]: a request decoded speculatively, the same tokens as plain decoding.
+
+pub mod decode;
+pub mod drafter;
+pub mod ngram;
+pub mod rule;
+
+pub use decode::{SpecStats, generate_speculative};
+pub use drafter::{Draft, Drafter, ModelDrafter, self_draft};
+pub use ngram::NgramDrafter;
+pub use rule::{Mode, Verdict, distribution, residual, verify_greedy, verify_sampled};
+
+#[cfg(test)]
+mod tests;
