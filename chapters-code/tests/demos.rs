@@ -199,6 +199,16 @@ fn every_demo_explains_its_flags() {
             ][..],
         ),
         (
+            env!("CARGO_BIN_EXE_demo-speculative-decode"),
+            &[
+                "--k",
+                "--drafter",
+                "--max-tokens",
+                "--benchmark",
+                "--verify",
+            ][..],
+        ),
+        (
             env!("CARGO_BIN_EXE_demo-throughput-bench"),
             &["--concurrency", "--max-tokens", "--url", "--time-limit-s"][..],
         ),

@@ -131,6 +131,24 @@ fn mistakes() -> Vec<Mistake> {
             never: &[],
             needs_model: true,
         },
+        Mistake {
+            what: "an unknown drafter",
+            bin: env!("CARGO_BIN_EXE_demo-speculative-decode"),
+            args: strings(&["--drafter", "bigram"]),
+            model_env: None,
+            fix: strings(&["--drafter bigram", "ngram, self:N or draft:PATH"]),
+            never: &[],
+            needs_model: true,
+        },
+        Mistake {
+            what: "a self-draft of every block",
+            bin: env!("CARGO_BIN_EXE_demo-speculative-decode"),
+            args: strings(&["--drafter", "self:30"]),
+            model_env: None,
+            fix: strings(&["1 to 29", "30 blocks"]),
+            never: &[],
+            needs_model: true,
+        },
     ];
     for bin in [
         env!("CARGO_BIN_EXE_demo-throughput-bench"),

@@ -106,6 +106,13 @@ pub fn depends_on(name: &str) -> Vec<&'static str> {
         ),
         n if n.starts_with("flash-") => (true, &["chapters-code/src/bin/demo-flash-attention.rs"]),
         "peer-llama-cpp-flash" => (false, &["xtask/src/peers"]),
+        n if n.starts_with("spec-") => (
+            true,
+            &[
+                "chapters-code/src/speculative",
+                "chapters-code/src/bin/demo-speculative-decode.rs",
+            ],
+        ),
         "coverage" => (false, &["chapters-code", "xtask"]),
         _ => (false, &["chapters-code/src"]),
     };
