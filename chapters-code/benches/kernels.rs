@@ -238,9 +238,86 @@ fn f32_matvec_vs_trueno(c: &mut Criterion) {
     group.finish();
 }
 
+/// Tokens in the batched products: a verify pass of k = 7 drafts, or a small server step.
+const BATCH: usize = 8;
+
+// ANCHOR: q4_1_batch
+/// The same matrix times a batch of 8 tokens: the four-row kernel token by token (the weight
+/// work redone for every token), then the tiles of 4 rows × T tokens (each weight block unpacked
+/// once for T tokens), on every tile path this CPU has.
+fn q4_1_batch(c: &mut Criterion) {
+    use chapters_code::hw::SimdLevel;
+    use kernels::{TilePath, q4_1_q8_1_kernel4, q4_1_q8_1_tile, tile_path};
+    let level = simd_path();
+    let w = quantize_q4_1(&wave(ROWS * COLS, 1));
+    let a = quantize_acts_q8_1(&wave(BATCH * COLS, 2));
+    let per = COLS / 32;
+    let rows: Vec<&[_]> = w.chunks_exact(per).collect();
+    let mut out = vec![[0.0f32; 4]; BATCH * ROWS / 4];
+    let mut group = c.benchmark_group("q4_1_batch");
+    group
+        .sample_size(30)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(2))
+        .throughput(Throughput::Elements((BATCH * ROWS * COLS) as u64));
+    // The four-row kernel is AVX2 on every x86 CPU that has AVX2 (AVX-512 ones included).
+    let four = q4_1_q8_1_kernel4(level);
+    let four_path = match tile_path(level) {
+        TilePath::None => level.to_string(),
+        _ => SimdLevel::Avx2.to_string(),
+    };
+    group.bench_function(
+        format!("{four_path}, four rows, one token at a time"),
+        |b| {
+            b.iter(|| {
+                for (o, r) in out.chunks_exact_mut(BATCH).zip(rows.chunks_exact(4)) {
+                    for (t, o) in o.iter_mut().enumerate() {
+                        *o = four([r[0], r[1], r[2], r[3]], &a[t * per..(t + 1) * per]);
+                    }
+                }
+                black_box(&out);
+            })
+        },
+    );
+    for level in [SimdLevel::Avx2, SimdLevel::Avx512] {
+        let Some(tile) = q4_1_q8_1_tile(level).filter(|_| tile_path(level) != TilePath::None)
+        else {
+            continue;
+        };
+        if level == SimdLevel::Avx512 && tile_path(level) != TilePath::Vnni {
+            continue;
+        }
+        let name = format!(
+            "{} tile, 4 rows × {} tokens",
+            tile_path(level).name(),
+            tile.tokens
+        );
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                for (o, r) in out.chunks_exact_mut(BATCH).zip(rows.chunks_exact(4)) {
+                    let mut t = 0;
+                    while t < BATCH {
+                        let n = tile.tokens.min(BATCH - t);
+                        (tile.run)(
+                            [r[0], r[1], r[2], r[3]],
+                            &a[t * per..(t + n) * per],
+                            &mut o[t..t + n],
+                        );
+                        t += n;
+                    }
+                }
+                black_box(&out);
+            })
+        });
+    }
+    group.finish();
+}
+// ANCHOR_END: q4_1_batch
+
 criterion_group!(
     benches,
     q4_1_matvec,
+    q4_1_batch,
     k_quant_matvec,
     nf4_matvec,
     f32_matvec_vs_trueno

@@ -16,7 +16,8 @@ pub struct Provenance {
     pub cpu_model: String,
     /// Logical cores this process could use.
     pub cores: usize,
-    /// SIMD tier the kernels ran (see `hw::SimdLevel`).
+    /// SIMD tier the kernels ran (see `hw::SimdLevel`), then the batched tiles' instructions
+    /// where they differ: `avx2`, `avx2 + avx512-vnni tiles`.
     pub simd: String,
     /// `rustc --version` of the build.
     pub rustc: String,
@@ -45,7 +46,7 @@ impl Provenance {
             date_utc: utc_now_rfc3339(),
             cpu_model: cpu.model,
             cores: cpu.logical_cores,
-            simd: crate::kernels::simd_path().name().to_string(),
+            simd: crate::kernels::path_summary(),
             rustc: env!("PRODML_RUSTC_VERSION").to_string(),
             profile: if cfg!(debug_assertions) {
                 "debug"

@@ -29,7 +29,7 @@ pub(super) fn f16_to_f32(h: u16) -> f32 {
 /// to the previous one and tripled the time per block.
 #[inline]
 #[target_feature(enable = "f16c")]
-fn f16_pair(lo: u16, hi: u16) -> __m128 {
+pub(super) fn f16_pair(lo: u16, hi: u16) -> __m128 {
     let bits = u32::from(lo) | (u32::from(hi) << 16);
     _mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32))
 }
@@ -58,7 +58,7 @@ pub(super) fn hsum_ps(v: __m256) -> f32 {
 /// (the element order of Q4 blocks).
 #[inline]
 #[target_feature(enable = "avx2")]
-fn unpack_nibbles(qs: &[u8; 16]) -> __m256i {
+pub(super) fn unpack_nibbles(qs: &[u8; 16]) -> __m256i {
     // SAFETY: `qs` is exactly 16 readable bytes; loadu has no alignment requirement.
     let packed = unsafe { _mm_loadu_si128(qs.as_ptr().cast()) };
     let both =
@@ -82,7 +82,7 @@ pub(super) fn prefetch_ahead(p: *const i8) {
 /// Σ u·s over 32 (unsigned byte, signed byte) pairs, as 8 i32 lanes converted to f32.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn dot_u8_i8(u: __m256i, s: __m256i) -> __m256 {
+pub(super) fn dot_u8_i8(u: __m256i, s: __m256i) -> __m256 {
     // Pairs of u8·i8 products summed into i16 (no saturation: 15·127·2 or 128·127·2 < 2^15).
     let pairs = _mm256_maddubs_epi16(u, s);
     let quads = _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
@@ -98,7 +98,7 @@ fn dot_i8_i8(a: __m256i, b: __m256i) -> __m256 {
 
 #[inline]
 #[target_feature(enable = "avx2")]
-fn load_i8x32(q: &[i8; 32]) -> __m256i {
+pub(super) fn load_i8x32(q: &[i8; 32]) -> __m256i {
     // SAFETY: `q` is exactly 32 readable bytes.
     unsafe { _mm256_loadu_si256(q.as_ptr().cast()) }
 }
@@ -173,7 +173,7 @@ pub fn dot_q4_1_q8_1_x4(w: [&[BlockQ4_1]; 4], a: &[BlockQ8_1]) -> [f32; 4] {
 
 /// A block's two f16 scales (`d`, `m` — adjacent in the block) as one 32-bit word.
 #[inline]
-fn dm_bits(x: &BlockQ4_1) -> u64 {
+pub(super) fn dm_bits(x: &BlockQ4_1) -> u64 {
     u64::from(x.d) | (u64::from(x.m) << 16)
 }
 

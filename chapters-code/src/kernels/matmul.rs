@@ -255,6 +255,7 @@ fn product_rows(w: &QMatrix, acts: &Acts, rows: std::ops::Range<usize>, out: Sha
             out,
             q4_1_q8_1_kernel(level),
             q4_1_q8_1_kernel4(level),
+            q4_1_q8_1_tile(level),
         ),
         (GgmlType::Q4_0, Acts::Q8_0 { blocks: a, cols }) => rows_by(
             blocks(w.data),
@@ -265,6 +266,7 @@ fn product_rows(w: &QMatrix, acts: &Acts, rows: std::ops::Range<usize>, out: Sha
             out,
             q4_0_q8_0_kernel(level),
             q4_0_q8_0_kernel4(level),
+            None,
         ),
         (GgmlType::Q8_0, Acts::Q8_0 { blocks: a, cols }) => rows_by(
             blocks(w.data),
@@ -275,6 +277,7 @@ fn product_rows(w: &QMatrix, acts: &Acts, rows: std::ops::Range<usize>, out: Sha
             out,
             q8_0_q8_0_kernel(level),
             q8_0_q8_0_kernel4(level),
+            q8_0_q8_0_tile(level),
         ),
         (GgmlType::F16, Acts::F32 { x, cols }) => rows_by(
             cast_slice(w.data).unwrap_or(&[]),
@@ -285,6 +288,7 @@ fn product_rows(w: &QMatrix, acts: &Acts, rows: std::ops::Range<usize>, out: Sha
             out,
             f16_f32_kernel(level),
             f16_f32_kernel4(level),
+            None,
         ),
         (GgmlType::F32, Acts::F32 { x, cols }) => rows_by(
             cast_slice(w.data).unwrap_or(&[]),
@@ -295,6 +299,7 @@ fn product_rows(w: &QMatrix, acts: &Acts, rows: std::ops::Range<usize>, out: Sha
             out,
             f32_kernel(level),
             f32_kernel4(level),
+            None,
         ),
         (GgmlType::Q5_0, Acts::Q8_0 { blocks: a, cols }) => rows_by(
             blocks(w.data),
@@ -305,6 +310,7 @@ fn product_rows(w: &QMatrix, acts: &Acts, rows: std::ops::Range<usize>, out: Sha
             out,
             q5_0_q8_0_kernel(level),
             q5_0_q8_0_kernel4(level),
+            None,
         ),
         (GgmlType::Q6_K, Acts::Q8K { blocks: a, cols }) => rows_by(
             blocks(w.data),
@@ -315,6 +321,7 @@ fn product_rows(w: &QMatrix, acts: &Acts, rows: std::ops::Range<usize>, out: Sha
             out,
             q6_k_q8_k_kernel(level),
             q6_k_q8_k_kernel4(level),
+            None,
         ),
         (GgmlType::Q5_K, Acts::Q8K { blocks: a, cols }) => rows_by(
             blocks(w.data),
@@ -325,6 +332,7 @@ fn product_rows(w: &QMatrix, acts: &Acts, rows: std::ops::Range<usize>, out: Sha
             out,
             q5_k_q8_k_kernel(level),
             q5_k_q8_k_kernel4(level),
+            None,
         ),
         (GgmlType::Q4_K, Acts::Q8K { blocks: a, cols }) => rows_by(
             blocks(w.data),
@@ -335,6 +343,7 @@ fn product_rows(w: &QMatrix, acts: &Acts, rows: std::ops::Range<usize>, out: Sha
             out,
             q4_k_q8_k_kernel(level),
             q4_k_q8_k_kernel4(level),
+            None,
         ),
         (ty, _) => {
             panic!("activations of the wrong format for a {ty} matrix: use QMatrix::act_format")
@@ -343,8 +352,9 @@ fn product_rows(w: &QMatrix, acts: &Acts, rows: std::ops::Range<usize>, out: Sha
 }
 
 /// The row loop: `per_row` weight elements (or blocks) per row, as many per activation row.
-/// Rows go four at a time through `dot4`, the rest one at a time through `dot`; both give
-/// the same bits for a row.
+/// Rows go four at a time through `tile` (several tokens per call) where the format has one,
+/// else through `dot4` token by token; the rest one at a time through `dot`. All three give
+/// the same bits for a (row, token).
 #[allow(clippy::too_many_arguments)]
 fn rows_by<W, A>(
     weights: &[W],
@@ -355,19 +365,40 @@ fn rows_by<W, A>(
     out: SharedOut,
     dot: Dot<W, A>,
     dot4: Dot4<W, A>,
+    tile: Option<Tile<W, A>>,
 ) {
     let n_tok = out.len / n_rows;
     let row = |r: usize| &weights[r * per_row..(r + 1) * per_row];
     let act = |t: usize| &acts[t * per_row..(t + 1) * per_row];
     let mut r = rows.start;
+    let mut results = [[0.0f32; 4]; TILE_MAX_TOKENS];
     while r + 4 <= rows.end {
         let group = [row(r), row(r + 1), row(r + 2), row(r + 3)];
-        for t in 0..n_tok {
-            for (i, value) in dot4(group, act(t)).into_iter().enumerate() {
-                // SAFETY: t < n_tok and r + i < n_rows, so the index is inside the output, and
-                // only the task that owns these rows writes them.
-                unsafe { out.write(t * n_rows + r + i, value) };
+        let mut t = 0;
+        while t < n_tok {
+            let (taken, values) = match tile {
+                Some(tile) => {
+                    let c = (n_tok - t).min(tile.tokens);
+                    (tile.run)(
+                        group,
+                        &acts[t * per_row..(t + c) * per_row],
+                        &mut results[..c],
+                    );
+                    (c, &results[..c])
+                }
+                None => {
+                    results[0] = dot4(group, act(t));
+                    (1, &results[..1])
+                }
+            };
+            for (j, four) in values.iter().enumerate() {
+                for (i, &value) in four.iter().enumerate() {
+                    // SAFETY: t + j < n_tok and r + i < n_rows, so the index is inside the
+                    // output, and only the task that owns these rows writes them.
+                    unsafe { out.write((t + j) * n_rows + r + i, value) };
+                }
             }
+            t += taken;
         }
         r += 4;
     }

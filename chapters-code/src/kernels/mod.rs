@@ -23,9 +23,14 @@ pub mod avx2_nf4;
 #[cfg(target_arch = "aarch64")]
 #[allow(clippy::missing_safety_doc)]
 pub mod neon;
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::missing_safety_doc)]
+pub mod tile;
 
 #[cfg(test)]
 mod tests;
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tile_tests;
 
 use crate::hw::SimdLevel;
 use crate::quant::kquants::{BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K};
@@ -41,9 +46,20 @@ pub fn simd() -> SimdLevel {
 }
 
 /// The SIMD tier the kernels really run on this CPU: [`simd`] mapped to the kernels that exist
-/// (an AVX-512 CPU runs the AVX2 kernels). Report this, not [`simd`], as the path taken.
+/// (an AVX-512 CPU runs the AVX2 kernels, and VNNI tiles where it has VNNI: see
+/// [`path_summary`]). Report this, not [`simd`], as the path taken.
 pub fn simd_path() -> SimdLevel {
     path(simd())
+}
+
+/// The kernels this process runs, in words: the tier of [`simd_path`], then the batched tiles
+/// where they use other instructions (`avx2 + avx512-vnni tiles`). Provenance records this.
+pub fn path_summary() -> String {
+    let level = simd();
+    match tile_path(level) {
+        TilePath::Vnni => format!("{} + {} tiles", path(level).name(), TilePath::Vnni.name()),
+        _ => path(level).name().to_string(),
+    }
 }
 
 /// The tier a kernel really runs at `level`: AVX-512 machines run the AVX2 kernels (this book
@@ -260,3 +276,118 @@ pub fn attend_values(level: SimdLevel, weights: &[f32], values: &[&[u16]], out: 
         _ => scalar::attend_values(weights, values, out),
     }
 }
+
+// ANCHOR: tile_dispatch
+/// Which batched micro-kernel ([`tile`]) runs at a SIMD level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TilePath {
+    /// AVX-512 VNNI on 256-bit registers (an AVX-512 level on a CPU with `avx512vnni`).
+    Vnni,
+    /// AVX2 + FMA + F16C.
+    Avx2,
+    /// No tile: the four-row kernels, one token at a time.
+    None,
+}
+
+impl TilePath {
+    /// Short stable name, for test output and tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            TilePath::Vnni => "avx512-vnni",
+            TilePath::Avx2 => "avx2",
+            TilePath::None => "none",
+        }
+    }
+}
+
+/// The tile that runs at `level` on this CPU.
+pub fn tile_path(level: SimdLevel) -> TilePath {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if level == SimdLevel::Avx512
+            && level.is_supported()
+            && std::arch::is_x86_feature_detected!("avx512vnni")
+        {
+            return TilePath::Vnni;
+        }
+        if path(level) == SimdLevel::Avx2 && level.is_supported() {
+            return TilePath::Avx2;
+        }
+    }
+    let _ = level;
+    TilePath::None
+}
+
+/// A tile's function: four weight rows, the tokens' activations one row after another, and
+/// one `[f32; 4]` (the four rows' results) per token.
+pub type TileFn<W, A> = fn([&[W]; 4], &[A], &mut [[f32; 4]]);
+
+/// The most tokens one [`Tile`] call takes on any path.
+pub const TILE_MAX_TOKENS: usize = 4;
+
+/// A register tile of 4 weight rows × `out.len()` tokens (1 ≤ `out.len()` ≤ `tokens`):
+/// `out[t][r] = w[r] · a[t]`, where `a` holds the tokens' activation rows one after another.
+/// Every (row, token) gives the one-row kernel's bits, whatever else shares the tile.
+pub struct Tile<W: 'static, A: 'static> {
+    pub run: TileFn<W, A>,
+    /// The most tokens one call takes on this path (the register budget).
+    pub tokens: usize,
+}
+
+impl<W, A> Clone for Tile<W, A> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<W, A> Copy for Tile<W, A> {}
+
+/// Calls `kernel::<T>` for T = `out.len()` (1 to 4).
+macro_rules! by_tokens {
+    ($m:ident :: $kernel:ident, $w:expr, $a:expr, $out:expr) => {
+        match $out.len() {
+            1 => $out.copy_from_slice(&$m::$kernel::<1>($w, $a)),
+            2 => $out.copy_from_slice(&$m::$kernel::<2>($w, $a)),
+            3 => $out.copy_from_slice(&$m::$kernel::<3>($w, $a)),
+            4 => $out.copy_from_slice(&$m::$kernel::<4>($w, $a)),
+            n => panic!("a tile holds 1 to 4 tokens, not {n}"),
+        }
+    };
+}
+
+macro_rules! tile_kernel {
+    ($(#[$doc:meta])* $kernel:ident, $avx2:ident, $vnni:ident, $wt:ty, $at:ty) => {
+        $(#[$doc])*
+        pub fn $kernel(level: SimdLevel) -> Option<Tile<$wt, $at>> {
+            match tile_path(level) {
+                #[cfg(target_arch = "x86_64")]
+                TilePath::Vnni => Some(Tile {
+                    run: |w, a, out| {
+                        // SAFETY: `tile_path` returned Vnni only after checking AVX2, FMA,
+                        // F16C, AVX-512 F/BW/VL and VNNI.
+                        unsafe { by_tokens!(tile::$vnni, w, a, out) }
+                    },
+                    tokens: 4,
+                }),
+                #[cfg(target_arch = "x86_64")]
+                TilePath::Avx2 => Some(Tile {
+                    run: |w, a, out| {
+                        // SAFETY: `tile_path` returned Avx2 only after checking AVX2/FMA/F16C.
+                        unsafe { by_tokens!(tile::$avx2, w, a, out) }
+                    },
+                    tokens: 3,
+                }),
+                _ => None,
+            }
+        }
+    };
+}
+
+tile_kernel!(
+    /// Four Q4_1 rows × up to four tokens of Q8_1 activations.
+    q4_1_q8_1_tile, q4_1_q8_1_avx2, q4_1_q8_1_vnni, BlockQ4_1, BlockQ8_1
+);
+tile_kernel!(
+    /// Four Q8_0 rows × up to four tokens of Q8_0 activations.
+    q8_0_q8_0_tile, q8_0_q8_0_avx2, q8_0_q8_0_vnni, BlockQ8_0, BlockQ8_0
+);
+// ANCHOR_END: tile_dispatch

@@ -27,7 +27,7 @@ fn simd_level() -> Option<SimdLevel> {
     if path != level {
         let _ = writeln!(
             err,
-            "SKIPPED {level} kernels (none yet): testing the {path} path instead"
+            "{level} has no one-row kernels (only tiles, in tile_tests): testing the {path} path instead"
         );
     }
     let _ = writeln!(err, "testing the {path} path against the scalar reference");
@@ -59,9 +59,18 @@ fn which_simd_paths_this_run_tests() {
             eprintln!("SIMD path {level}: SKIPPED ({why})");
         }
     }
-    // AVX-512 has no kernels of its own: those CPUs run (and test) the AVX2 path.
-    skipped += 1;
-    eprintln!("SIMD path AVX-512: SKIPPED (no AVX-512 kernels are written; such CPUs run AVX2)");
+    // AVX-512 has kernels of its own only for the tiles (VNNI, `tile_tests`); otherwise those
+    // CPUs run (and test) the AVX2 path.
+    if tile_path(here) == TilePath::Vnni {
+        eprintln!(
+            "SIMD path AVX-512 VNNI (Q4_1 and Q8_0 tiles): TESTED against the scalar reference"
+        );
+    } else {
+        skipped += 1;
+        eprintln!(
+            "SIMD path AVX-512 VNNI (Q4_1 and Q8_0 tiles): SKIPPED (this CPU or PRODML_SIMD lacks it)"
+        );
+    }
     eprintln!(
         "SIMD paths: {} tested, {skipped} skipped",
         paths.len() + 1 - skipped
@@ -400,7 +409,7 @@ fn noise(n: usize, seed: u64) -> Vec<u8> {
 
 /// `n` blocks of random bytes, then `fix` (any bytes make a valid block, but a random f16
 /// scale may be NaN or huge).
-fn random_blocks<B: crate::formats::gguf::Pod>(
+pub(super) fn random_blocks<B: crate::formats::gguf::Pod>(
     n: usize,
     seed: u64,
     fix: impl FnMut(&mut B),
@@ -503,7 +512,7 @@ fn quantized_dot_is_the_dot_of_the_dequantized_values() {
 }
 
 /// A one-matrix GGUF in memory, to get a `QMatrix` as the model does.
-fn matrix_file(ty: GgmlType, rows: usize, cols: usize) -> Gguf {
+pub(super) fn matrix_file(ty: GgmlType, rows: usize, cols: usize) -> Gguf {
     let w = wave(rows * cols, 11);
     let data = match ty {
         GgmlType::Q4_1 => block_bytes(&quantize_q4_1(&w)).to_vec(),
