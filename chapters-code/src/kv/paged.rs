@@ -260,6 +260,29 @@ impl PagedKv {
         }
     }
 
+    // ANCHOR: truncate
+    /// Keeps the first `len` positions of `id` and forgets the rest (speculative decoding's
+    /// rejected drafts): releases the blocks past them and the tokens and prefix hashes they
+    /// held. A kept partial block that the prefix cache or a fork shares is copied by the next
+    /// [`PagedKv::reserve`] before it is written, so cached blocks never change. Record only
+    /// the tokens that stand ([`PagedKv::record_tokens`] after truncating), so that no block of
+    /// rejected tokens enters the prefix cache. A `len` at or past the end changes nothing.
+    pub fn truncate(&mut self, id: SeqId, len: usize) -> Result<(), KvError> {
+        let b = self.pool.block_tokens;
+        let seq = self.seqs.get_mut(&id).ok_or(KvError::UnknownSequence(id))?;
+        if len >= seq.len {
+            return Ok(());
+        }
+        for block in seq.blocks.drain(len.div_ceil(b)..) {
+            self.pool.release(block);
+        }
+        seq.len = len;
+        seq.tokens.truncate(len);
+        seq.hashes.truncate(len / b);
+        Ok(())
+    }
+    // ANCHOR_END: truncate
+
     /// Removes a sequence and releases its blocks (finish, cancel or preemption). Blocks the
     /// prefix cache also holds stay cached.
     pub fn free_sequence(&mut self, id: SeqId) {

@@ -145,6 +145,41 @@ fn a_shared_partial_block_is_copied_before_it_is_written() {
 }
 
 #[test]
+fn truncating_releases_the_blocks_past_the_kept_positions_and_keeps_cached_blocks_intact() {
+    let config = tiny();
+    let mut kv = PagedKv::new(BlockPool::new(&config, 4, 6));
+    let prompt: Vec<u32> = (10..16).collect(); // one full block + 2 tokens
+    kv.add_sequence(1, &prompt).unwrap();
+    kv.reserve(1, 6).unwrap();
+    kv.step(&[1]).unwrap().commit(0, 6);
+    kv.record_tokens(1, &prompt);
+    assert_eq!(kv.cached_blocks(), 0, "the full block is cached and in use");
+    // A verify pass of 5 more positions (3 blocks in all), of which 1 stands: 7 positions.
+    kv.reserve(1, 5).unwrap();
+    kv.step(&[1]).unwrap().commit(0, 5);
+    assert_eq!(kv.pool().used_blocks(), 3);
+    kv.truncate(1, 7).unwrap();
+    kv.record_tokens(1, &[16]);
+    assert_eq!(kv.len(1), Some(7));
+    assert_eq!(kv.pool().used_blocks(), 2, "the third block went back");
+    assert_eq!(kv.blocks_needed(1, 1), 0, "position 7 fits in block 2");
+    // Back into the cached full block: its next write copies it first.
+    kv.truncate(1, 2).unwrap();
+    assert_eq!(kv.len(1), Some(2));
+    kv.reserve(1, 1).unwrap();
+    assert_eq!(
+        kv.copies_on_write, 1,
+        "the cached block is not written in place"
+    );
+    assert_eq!(kv.truncate(9, 0), Err(KvError::UnknownSequence(9)));
+    kv.truncate(1, 100).unwrap();
+    assert_eq!(kv.len(1), Some(2), "past the end: nothing changes");
+    kv.free_sequence(1);
+    kv.clear_prefix_cache();
+    assert_eq!(kv.pool().used_blocks(), 0, "no leak");
+}
+
+#[test]
 fn occupancy_counts_real_tokens_against_reserved_blocks() {
     let mut kv = PagedKv::new(BlockPool::new(&tiny(), 4, 4));
     kv.add_sequence(1, &[]).unwrap();
