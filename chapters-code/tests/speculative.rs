@@ -10,7 +10,8 @@ use chapters_code::model::{KvCache, Llama, Logits};
 use chapters_code::parity::suite::Suite;
 use chapters_code::sampling::SamplingParams;
 use chapters_code::speculative::{
-    Drafter, Mode, ModelDrafter, NgramDrafter, distribution, generate_speculative, self_draft,
+    DraftLength, Drafter, Mode, ModelDrafter, NgramDrafter, distribution, generate_speculative,
+    self_draft,
 };
 use chapters_code::tokenizer::{TokenId, Tokenizer};
 
@@ -98,6 +99,19 @@ fn greedy_speculation_gives_plain_greedys_tokens_for_every_k_and_both_drafters()
                     drafted += stats.drafted;
                 }
             }
+            // The adaptive draft length (it skips drafting after misses): the same tokens too.
+            let (spec, _) = generate_speculative(
+                model,
+                tokenizer,
+                &pool,
+                &mut ngram,
+                DraftLength::Adaptive(8),
+                &request,
+                |_| {},
+            )
+            .unwrap();
+            assert_eq!(spec.generated_ids, plain.generated_ids, "{id}, adaptive");
+            assert_eq!(spec.text, plain.text, "{id}, adaptive");
         }
         eprintln!("{accepted} of {drafted} draft tokens accepted over the suite");
         assert!(

@@ -95,6 +95,10 @@ pub const DEMOS: &[DemoJob] = &[
         bin: "demo-apr-format",
         args: &["--benchmark", "--output", "json", "--verify"],
     },
+    DemoJob {
+        bin: "demo-speculative-decode",
+        args: &["--benchmark", "--output", "json", "--verify"],
+    },
 ];
 
 pub const CRITERION: &[CriterionJob] = &[
@@ -118,6 +122,18 @@ pub const CRITERION: &[CriterionJob] = &[
         scale: 1e-9,
         notes: &[
             "Speedup is measured against the first row in the same run. Every row's result is tested against the scalar reference.",
+        ],
+    },
+    CriterionJob {
+        bench: "kernels",
+        group: "q4_1_batch",
+        table: "kernels-q4_1-batch",
+        title: "Q4_1 matrix × 8 tokens, 1536 × 576, one thread",
+        what: "Kernel",
+        rate_unit: "G multiply-adds/s",
+        scale: 1e-9,
+        notes: &[
+            "Speedup is measured against the first row in the same run. Every tile size on every path is tested against the scalar reference, bit for bit.",
         ],
     },
     CriterionJob {

@@ -10,7 +10,7 @@ use chapters_code::kernels::pool::ThreadPool;
 use chapters_code::model::{KvCache, Llama, Logits};
 use chapters_code::sampling::SamplingParams;
 use chapters_code::speculative::{
-    Drafter, ModelDrafter, NgramDrafter, SpecStats, generate_speculative, self_draft,
+    DraftLength, Drafter, ModelDrafter, NgramDrafter, SpecStats, generate_speculative, self_draft,
 };
 use chapters_code::tokenizer::{ChatMessage, TokenId, Tokenizer};
 use clap::Parser;
@@ -44,6 +44,11 @@ struct Cli {
     /// `draft:PATH` (a GGUF model with the same vocabulary).
     #[arg(long, default_value = "ngram")]
     drafter: String,
+
+    /// Adapt the draft length to the verdicts (grow while drafts stand, back off to no draft
+    /// while they fall), up to --k.
+    #[arg(long)]
+    adaptive: bool,
 
     /// Tokens to generate per task.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..1025))]
@@ -180,6 +185,11 @@ fn demo() -> Result<()> {
     let threads = cli.run.threads();
     let pool = ThreadPool::new(threads);
     let (k, max_tokens) = (cli.k as usize, cli.max_tokens as usize);
+    let length = if cli.adaptive {
+        DraftLength::Adaptive(k)
+    } else {
+        DraftLength::Fixed(k)
+    };
 
     // The default run: the quote task, plain and speculative.
     let quote = request(&tasks[0], max_tokens, &stops);
@@ -189,7 +199,7 @@ fn demo() -> Result<()> {
         &tokenizer,
         &pool,
         chosen.as_mut(),
-        k,
+        length,
         &quote,
         |_| {},
     )?;
@@ -201,9 +211,10 @@ fn demo() -> Result<()> {
         verified = Some(ok && spec.generated_ids == plain.generated_ids);
     }
     if cli.demo.benchmark {
-        tables.push(cost_table(&model, &tasks[0].prompt)?);
+        let (table, costs) = cost_table(&model, &tasks[0].prompt, threads)?;
+        tables.push(table);
         tables.push(tasks_table(
-            &model, &tokenizer, &tasks, threads, max_tokens, &stops,
+            &model, &tokenizer, &tasks, &costs, max_tokens, &stops,
         )?);
     }
     let same = spec.generated_ids == plain.generated_ids;
@@ -239,8 +250,9 @@ fn demo() -> Result<()> {
         )?;
         writeln!(
             out,
-            "{} with k = {k}: {} passes, {:.0}% of drafts accepted, {:.2} tokens per pass, {:.0} ms of decoding — {}",
+            "{} with {}k = {k}: {} passes, {:.0}% of drafts accepted, {:.2} tokens per pass, {:.0} ms of decoding — {}",
             chosen.name(),
+            if cli.adaptive { "adaptive " } else { "" },
             stats.target_passes,
             100.0 * stats.acceptance(),
             stats.tokens_per_pass(),
@@ -254,7 +266,8 @@ fn demo() -> Result<()> {
     Ok(())
 }
 
-/// Greedy speculation against plain greedy decoding on every task, k = 1, 2, 4, 8, both drafters.
+/// Greedy speculation against plain greedy decoding on every task, k = 1, 2, 4, 8, both drafters,
+/// and the adaptive draft length with the n-gram drafter.
 fn verify_table(
     model: &Llama,
     tokenizer: &Tokenizer,
@@ -276,7 +289,7 @@ fn verify_table(
     );
     let ks = [1, 2, 4, 8];
     let bar = progress::steps(
-        (tasks.len() * ks.len() * 2) as u64,
+        (tasks.len() * (ks.len() * 2 + 1)) as u64,
         "greedy, plain and speculative",
     );
     let mut ngram = NgramDrafter::default();
@@ -302,6 +315,30 @@ fn verify_table(
             }
         }
     }
+    // The adaptive draft length, with the n-gram drafter.
+    for task in tasks {
+        let req = request(task, max_tokens, stops);
+        let plain = generate::generate(model, tokenizer, pool, &req, |_| {})?;
+        let (spec, _) = generate_speculative(
+            model,
+            tokenizer,
+            pool,
+            &mut ngram,
+            DraftLength::Adaptive(8),
+            &req,
+            |_| {},
+        )?;
+        let same = spec.generated_ids == plain.generated_ids && spec.text == plain.text;
+        ok &= same;
+        table.push(vec![
+            json!(task.name),
+            json!(ngram.name()),
+            json!("adaptive ≤ 8"),
+            json!(plain.generated_ids.len()),
+            json!(same),
+        ]);
+        bar.inc(1);
+    }
     bar.finish_and_clear();
     Ok((table, ok))
 }
@@ -312,28 +349,45 @@ fn median(mut samples: Vec<Duration>) -> Duration {
     samples[samples.len() / 2]
 }
 
-/// The target's pass over k new tokens against its pass over one, after `prompt`, at 1 and 2
-/// threads: what a verify pass costs. Every k is timed in each round (side by side).
-fn cost_table(model: &Llama, prompt: &[TokenId]) -> Result<Table> {
+/// The target's pass over k new tokens against its pass over one, after `prompt`, at 1 thread
+/// and at `threads`: what a verify pass costs. Every k is timed in each round (side by side).
+fn cost_table(model: &Llama, prompt: &[TokenId], threads: usize) -> Result<(Table, Vec<Cost>)> {
+    let thread_counts = if threads > 1 {
+        vec![1, threads]
+    } else {
+        vec![1]
+    };
+    let mut columns = vec![Column::new("k", "k (tokens in the pass)")];
+    for &t in &thread_counts {
+        let label = if t == 1 {
+            "1 thread".to_string()
+        } else {
+            format!("{t} threads")
+        };
+        columns.push(
+            Column::new(&format!("ms_{t}"), &label)
+                .unit("ms")
+                .decimals(2),
+        );
+        columns
+            .push(Column::new(&format!("ratio_{t}"), &format!("T(k)/T(1), {label}")).decimals(2));
+    }
     let mut table = Table::new(
         "spec-verify-cost",
         &format!(
             "A forward pass over k tokens after a {}-token prompt, against one token",
             prompt.len()
         ),
-        vec![
-            Column::new("k", "k (tokens in the pass)"),
-            Column::new("ms_1", "1 thread").unit("ms").decimals(2),
-            Column::new("ratio_1", "T(k)/T(1), 1 thread").decimals(2),
-            Column::new("ms_2", "2 threads").unit("ms").decimals(2),
-            Column::new("ratio_2", "T(k)/T(1), 2 threads").decimals(2),
-        ],
+        columns,
     );
     let ks: Vec<usize> = (1..=16).chain([32, 64]).collect();
     let rounds = 7;
     let mut per_threads = Vec::new();
-    let bar = progress::steps((2 * rounds) as u64, "verify passes of 1 to 16 tokens");
-    for threads in [1, 2] {
+    let bar = progress::steps(
+        (thread_counts.len() * rounds) as u64,
+        "verify passes of 1 to 64 tokens",
+    );
+    for &threads in &thread_counts {
         let pool = ThreadPool::new(threads);
         let mut cache = KvCache::new(&model.config);
         model.forward(&pool, &mut cache, prompt, Logits::Last)?;
@@ -352,35 +406,62 @@ fn cost_table(model: &Llama, prompt: &[TokenId]) -> Result<Table> {
         per_threads.push(samples.into_iter().map(median).collect::<Vec<_>>());
     }
     bar.finish_and_clear();
+    let costs = thread_counts
+        .iter()
+        .zip(&per_threads)
+        .map(|(&threads, times)| Cost {
+            threads,
+            ratio: times[..16]
+                .iter()
+                .map(|t| t.as_secs_f64() / times[0].as_secs_f64())
+                .collect(),
+        })
+        .collect();
     for (i, &k) in ks.iter().enumerate() {
-        let (one, two) = (&per_threads[0], &per_threads[1]);
-        table.push(vec![
-            json!(k),
-            json!(one[i].as_secs_f64() * 1e3),
-            json!(one[i].as_secs_f64() / one[0].as_secs_f64()),
-            json!(two[i].as_secs_f64() * 1e3),
-            json!(two[i].as_secs_f64() / two[0].as_secs_f64()),
-        ]);
+        let mut row = vec![json!(k)];
+        for times in &per_threads {
+            row.push(json!(times[i].as_secs_f64() * 1e3));
+            row.push(json!(times[i].as_secs_f64() / times[0].as_secs_f64()));
+        }
+        table.push(row);
     }
-    table.notes.push(format!("Median of {rounds} rounds; each round times every k in turn, the cache rolled back after each pass."));
-    Ok(table)
+    table.notes.push(format!("Median of {rounds} rounds; each round times every k in turn, the cache rolled back after each pass. Matrix kernels: {}.", chapters_code::kernels::path_summary()));
+    Ok((table, costs))
+}
+
+/// T(k)/T(1) for k = 1…16 at one thread count, as measured by [`cost_table`].
+struct Cost {
+    threads: usize,
+    ratio: Vec<f64>,
+}
+
+impl Cost {
+    /// T(x)/T(1) at a mean pass length x (linear between measured k, clamped to 1…16).
+    fn at(&self, x: f64) -> f64 {
+        let x = x.clamp(1.0, self.ratio.len() as f64);
+        let (lo, frac) = (x.floor() as usize, x.fract());
+        let hi = (lo + 1).min(self.ratio.len());
+        self.ratio[lo - 1] * (1.0 - frac) + self.ratio[hi - 1] * frac
+    }
 }
 
 /// Each task plain and with each drafter, at 1 thread and at `threads`: acceptance, tokens per
-/// pass and end-to-end speed, each method timed in the same rounds as plain decoding.
+/// pass, and speed — of the decode phase (after the first token; prefill is the same work with
+/// or without speculation) and end to end — each method timed in the same rounds as plain.
 fn tasks_table(
     model: &Llama,
     tokenizer: &Tokenizer,
     tasks: &[Task],
-    threads: usize,
+    costs: &[Cost],
     max_tokens: usize,
     stops: &[TokenId],
 ) -> Result<Table> {
     let mut table = Table::new(
         "spec-tasks",
-        "Speculative against plain greedy decoding, end to end (prefill included)",
+        "Speculative against plain greedy decoding",
         vec![
             Column::new("task", "Task"),
+            Column::new("grounded", "Input-grounded"),
             Column::new("threads", "Threads"),
             Column::new("method", "Method"),
             Column::new("tokens", "Tokens"),
@@ -389,68 +470,94 @@ fn tasks_table(
                 .unit("%")
                 .decimals(0),
             Column::new("per_pass", "Tokens per pass").decimals(2),
-            Column::new("tok_s", "Speed").unit("tok/s").decimals(1),
-            Column::new("speedup", "Speedup").unit("×").decimals(2),
+            Column::new("decode_tok_s", "Decode speed")
+                .unit("tok/s")
+                .decimals(1),
+            Column::new("decode_speedup", "Decode speedup")
+                .unit("×")
+                .decimals(2),
+            Column::new("predicted", "Predicted").unit("×").decimals(2),
+            Column::new("speedup", "End-to-end speedup")
+                .unit("×")
+                .decimals(2),
         ],
     );
-    let mut thread_counts = vec![1];
-    if threads > 1 {
-        thread_counts.push(threads);
-    }
-    let methods: [(&str, usize); 4] = [("plain", 0), ("ngram", 4), ("ngram", 8), ("self:8", 4)];
+    let methods: [(&str, DraftLength); 6] = [
+        ("plain", DraftLength::Fixed(0)),
+        ("ngram", DraftLength::Fixed(2)),
+        ("ngram", DraftLength::Fixed(4)),
+        ("ngram", DraftLength::Fixed(8)),
+        ("ngram", DraftLength::Adaptive(8)),
+        ("self:8", DraftLength::Fixed(4)),
+    ];
     let rounds = 3;
     let bar = progress::steps(
-        (thread_counts.len() * tasks.len() * rounds) as u64,
+        (costs.len() * tasks.len() * rounds) as u64,
         "tasks, plain and speculative",
     );
-    for &t in &thread_counts {
+    for cost in costs {
+        let t = cost.threads;
         let pool = ThreadPool::new(t);
         for task in tasks {
             let req = request(task, max_tokens, stops);
-            // times[m]: each round's end-to-end time of method m; the last round's result.
-            let mut times = vec![Vec::new(); methods.len()];
+            // Each round's (decode, end-to-end) time of method m; the last round's result.
+            let mut times = vec![(Vec::new(), Vec::new()); methods.len()];
             let mut results: Vec<Option<(Generation, Option<SpecStats>)>> =
                 vec![None; methods.len()];
             for _ in 0..rounds {
-                for (m, &(name, k)) in methods.iter().enumerate() {
+                for (m, &(name, length)) in methods.iter().enumerate() {
+                    // Built before the clock starts: a drafter is set up once per server, not
+                    // per request.
+                    let mut d = if name == "plain" {
+                        None
+                    } else {
+                        Some(drafter(name, model, None)?)
+                    };
                     let start = Instant::now();
-                    let result = if name == "plain" {
-                        (
+                    let result = match d.as_mut() {
+                        None => (
                             generate::generate(model, tokenizer, &pool, &req, |_| {})?,
                             None,
-                        )
-                    } else {
-                        let mut d = drafter(name, model, None)?;
-                        let (g, s) = generate_speculative(
-                            model,
-                            tokenizer,
-                            &pool,
-                            d.as_mut(),
-                            k,
-                            &req,
-                            |_| {},
-                        )?;
-                        (g, Some(s))
+                        ),
+                        Some(d) => {
+                            let (g, s) = generate_speculative(
+                                model,
+                                tokenizer,
+                                &pool,
+                                d.as_mut(),
+                                length,
+                                &req,
+                                |_| {},
+                            )?;
+                            (g, Some(s))
+                        }
                     };
-                    times[m].push(start.elapsed());
+                    times[m].1.push(start.elapsed());
+                    times[m].0.push(result.0.times.decode);
                     results[m] = Some(result);
                 }
                 bar.inc(1);
             }
-            let plain_time = median(times[0].clone()).as_secs_f64();
-            for (m, &(name, k)) in methods.iter().enumerate() {
+            let decode = |m: usize| median(times[m].0.clone()).as_secs_f64().max(1e-9);
+            let total = |m: usize| median(times[m].1.clone()).as_secs_f64();
+            for (m, &(name, length)) in methods.iter().enumerate() {
                 let (g, stats) = results[m].take().expect("every method ran");
-                let secs = median(times[m].clone()).as_secs_f64();
-                let method = if k == 0 {
-                    name.to_string()
-                } else {
-                    format!("{name}, k = {k}")
+                let method = match length {
+                    DraftLength::Fixed(0) => name.to_string(),
+                    DraftLength::Fixed(k) => format!("{name}, k = {k}"),
+                    DraftLength::Adaptive(k) => format!("{name}, adaptive k ≤ {k}"),
                 };
-                let passes = stats
-                    .as_ref()
-                    .map_or(g.generated_ids.len().saturating_sub(1), |s| s.target_passes);
+                let decoded = g.generated_ids.len().saturating_sub(1);
+                let passes = stats.as_ref().map_or(decoded, |s| s.target_passes);
+                // E tokens per pass at a pass of 1 + (mean draft) tokens, drafting free: the
+                // chapter's formula with this run's T(k)/T(1). Only n-gram drafts are free.
+                let predicted = stats.as_ref().filter(|_| name == "ngram").map(|s| {
+                    let mean_pass = 1.0 + s.drafted as f64 / s.target_passes.max(1) as f64;
+                    s.tokens_per_pass() / cost.at(mean_pass)
+                });
                 table.push(vec![
                     json!(task.name),
+                    json!(task.grounded),
                     json!(t),
                     json!(method),
                     json!(g.generated_ids.len()),
@@ -461,16 +568,20 @@ fn tasks_table(
                     stats
                         .as_ref()
                         .map_or(json!(1.0), |s| json!(s.tokens_per_pass())),
-                    json!(g.generated_ids.len() as f64 / secs),
-                    json!(plain_time / secs),
+                    json!(decoded as f64 / decode(m)),
+                    json!(decode(0) / decode(m)),
+                    predicted.map_or(json!(null), |p| json!(p)),
+                    json!(total(0) / total(m)),
                 ]);
             }
         }
     }
     bar.finish_and_clear();
     table.notes.push(format!(
-        "Greedy, up to the given tokens per task, {} of the tasks input-grounded; median of {rounds} rounds, every method run in each round.",
-        tasks.iter().filter(|t| t.grounded).count()
+        "Greedy, up to {max_tokens} tokens per task (every method gives the same tokens: --verify checks it), {} of the {} tasks input-grounded; median of {rounds} rounds, every method run in each round. Decode: the tokens after the first, and their time; end to end includes the prefill. Predicted: tokens per pass ÷ T(1 + mean draft)/T(1) from the verify-cost table of the same run (n-gram drafts cost nothing to make). Matrix kernels: {}.",
+        tasks.iter().filter(|t| t.grounded).count(),
+        tasks.len(),
+        chapters_code::kernels::path_summary()
     ));
     Ok(table)
 }

@@ -3,6 +3,7 @@
 //! dropped from the cache. Stop tokens, stop strings, `max_tokens` and the context limit act
 //! exactly as in [`crate::generate::generate`], token for token.
 
+use super::budget::{Budget, DraftLength};
 use super::drafter::Drafter;
 use super::rule::{Mode, Verdict, distribution, draw, verify_greedy, verify_sampled};
 use crate::generate::{FinishReason, Generation, Request, StageTimes, StopMatcher};
@@ -127,7 +128,8 @@ fn first_token(logits: &[f32], history: &[TokenId], mode: &mut Mode<'_>) -> Toke
 }
 
 // ANCHOR: generate
-/// Runs `request` with speculation of up to `k` tokens per target pass. Greedy requests
+/// Runs `request` with speculation of up to `k` tokens per target pass (a number: always up to
+/// k; [`DraftLength::Adaptive`]: adapted to the verdicts). Greedy requests
 /// (temperature 0) give the same tokens as [`crate::generate::generate`], bit for bit; sampled
 /// ones have its distribution (not its random draws).
 pub fn generate_speculative(
@@ -135,10 +137,11 @@ pub fn generate_speculative(
     tokenizer: &Tokenizer,
     pool: &ThreadPool,
     drafter: &mut dyn Drafter,
-    k: usize,
+    k: impl Into<DraftLength>,
     request: &Request,
     mut on_text: impl FnMut(&str),
 ) -> Result<(Generation, SpecStats), ModelError> {
+    let mut budget = Budget::new(k.into());
     let params = &request.sampling;
     let mut rng = Rng::new(params.seed);
     let mut mode = if params.temperature == 0.0 {
@@ -198,10 +201,12 @@ pub fn generate_speculative(
             // Room for `next` and the draft in the cache, and no draft past `max_tokens`.
             let room = limit - cache.len() - 1;
             let wanted = request.max_tokens - generated.len() - 1;
-            let k = k.min(room).min(wanted);
+            let k = budget.take().min(room).min(wanted);
+            let (drafted, accepted) = (stats.drafted, stats.accepted);
             ready.extend(step(
                 target, pool, &mut cache, drafter, &history, k, &mut mode, &mut stats,
             )?);
+            budget.record(stats.drafted - drafted, stats.accepted - accepted);
             times.decode += t.elapsed();
         }
     }

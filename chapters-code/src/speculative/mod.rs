@@ -7,13 +7,16 @@
 //!   first blocks);
 //! - [`ngram`]: prompt lookup, the drafter without a model;
 //! - [`rule`]: greedy verification and Leviathan et al.'s speculative sampling;
+//! - [`budget`]: how many tokens to draft next, fixed or adapted to the verdicts;
 //! - [`decode`]: a request decoded speculatively, the same tokens as plain decoding.
 
+pub mod budget;
 pub mod decode;
 pub mod drafter;
 pub mod ngram;
 pub mod rule;
 
+pub use budget::DraftLength;
 pub use decode::{SpecStats, generate_speculative};
 pub use drafter::{Draft, Drafter, ModelDrafter, self_draft};
 pub use ngram::NgramDrafter;

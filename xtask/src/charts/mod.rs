@@ -36,6 +36,7 @@ mod hardware;
 mod parity;
 mod quantization;
 mod serving;
+mod speculative;
 
 /// The results files a chart is drawn from, by table name.
 pub struct Inputs(std::collections::BTreeMap<String, BenchFile>);
@@ -116,6 +117,12 @@ const CHARTS: &[Spec] = &[
         needs: &["quantization-formats"],
         optional: &[],
         draw: quantization::bits_vs_perplexity,
+    },
+    Spec {
+        file: "speculative-cost-and-speedup.svg",
+        needs: &["spec-verify-cost"],
+        optional: &["spec-tasks"],
+        draw: speculative::verify_cost_and_speedup,
     },
 ];
 

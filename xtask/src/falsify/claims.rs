@@ -28,7 +28,8 @@ pub const CLAIMS: &[Claim] = &[
                 return Ok(missing("hardware-fma-kernels"));
             };
             // The lanes of the SIMD tier the measurement ran (its provenance), not this machine's.
-            let lanes = match t.provenance.simd.to_ascii_lowercase().as_str() {
+            let tier = t.provenance.simd.to_ascii_lowercase();
+            let lanes = match tier.split_whitespace().next().unwrap_or("") {
                 "avx-512" | "avx512" => 16.0,
                 "avx2" => 8.0,
                 "neon" => 4.0,
@@ -754,6 +755,108 @@ pub const CLAIMS: &[Claim] = &[
             Ok(if rows.is_empty() {
                 missing("flash-invariance")
             } else if same == rows.len() {
+                Verdict::Holds(evidence)
+            } else {
+                Verdict::Falsified(evidence)
+            })
+        },
+    },
+    Claim {
+        id: "SD-1",
+        chapter: "Speculative decoding",
+        statement: "Greedy speculative decoding gives plain greedy decoding's tokens on every task, for every k and drafter verified",
+        tables: &["spec-verify"],
+        check: |root| {
+            let Some(t) = table(root, "spec-verify")? else {
+                return Ok(missing("spec-verify"));
+            };
+            let rows = &t.table.rows;
+            let same = rows
+                .iter()
+                .filter(|r| r.get("same") == Some(&serde_json::Value::Bool(true)))
+                .count();
+            let evidence = format!("{same} of {} runs give the same tokens", rows.len());
+            Ok(if rows.is_empty() {
+                missing("spec-verify")
+            } else if same == rows.len() {
+                Verdict::Holds(evidence)
+            } else {
+                Verdict::Falsified(evidence)
+            })
+        },
+    },
+    Claim {
+        id: "SD-2",
+        chapter: "Speculative decoding",
+        statement: "With n-gram drafts, one stream decodes an input-grounded task at least 1.5× as fast as plain decoding (1 thread, measured side by side)",
+        tables: &["spec-tasks"],
+        check: |root| {
+            let Some(t) = table(root, "spec-tasks")? else {
+                return Ok(missing("spec-tasks"));
+            };
+            let best = t
+                .table
+                .rows
+                .iter()
+                .filter(|r| {
+                    r.get("grounded") == Some(&serde_json::Value::Bool(true))
+                        && r.get("threads").and_then(|v| v.as_f64()) == Some(1.0)
+                        && r.get("method")
+                            .and_then(|v| v.as_str())
+                            .is_some_and(|m| m.starts_with("ngram"))
+                })
+                .filter_map(|r| {
+                    let x = r.get("decode_speedup")?.as_f64()?;
+                    Some((
+                        x,
+                        format!(
+                            "{} with {}",
+                            r.get("task")?.as_str()?,
+                            r.get("method")?.as_str()?
+                        ),
+                    ))
+                })
+                .max_by(|a, b| a.0.total_cmp(&b.0));
+            Ok(match best {
+                Some((x, what)) => {
+                    let evidence = format!("{x:.2}× on {what}");
+                    if x >= SD2_SPEEDUP_X {
+                        Verdict::Holds(evidence)
+                    } else {
+                        Verdict::Falsified(evidence)
+                    }
+                }
+                None => missing("spec-tasks"),
+            })
+        },
+    },
+    Claim {
+        id: "SD-3",
+        chapter: "Speculative decoding",
+        statement: "The formula E ÷ T(1 + mean draft)/T(1) predicts every n-gram decode speedup at 1 thread within 20%",
+        tables: &["spec-tasks"],
+        check: |root| {
+            let Some(t) = table(root, "spec-tasks")? else {
+                return Ok(missing("spec-tasks"));
+            };
+            let errors: Vec<f64> = t
+                .table
+                .rows
+                .iter()
+                .filter(|r| r.get("threads").and_then(|v| v.as_f64()) == Some(1.0))
+                .filter_map(|r| {
+                    let (x, p) = (
+                        r.get("decode_speedup")?.as_f64()?,
+                        r.get("predicted")?.as_f64()?,
+                    );
+                    Some(100.0 * (x - p).abs() / p)
+                })
+                .collect();
+            let worst = errors.iter().copied().fold(0.0, f64::max);
+            let evidence = format!("worst of {} predictions off by {worst:.0}%", errors.len());
+            Ok(if errors.is_empty() {
+                missing("spec-tasks")
+            } else if worst <= SD3_ERROR_PCT {
                 Verdict::Holds(evidence)
             } else {
                 Verdict::Falsified(evidence)

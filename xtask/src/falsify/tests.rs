@@ -197,6 +197,23 @@ fn claim_cases() -> Vec<(&'static str, Files, Files)> {
             json!([{"way": "a", "same_bits": true}, {"way": "b", "same_bits": last}]),
         )]
     };
+    let spec_verify = |last: bool| {
+        vec![(
+            "spec-verify",
+            json!([{"task": "a", "same": true}, {"task": "b", "same": last}]),
+        )]
+    };
+    let spec_tasks = |speedup: f64, predicted: f64| {
+        vec![(
+            "spec-tasks",
+            json!([
+                {"task": "quote", "grounded": true, "threads": 1, "method": "plain", "decode_speedup": 1.0, "predicted": null},
+                {"task": "quote", "grounded": true, "threads": 1, "method": "ngram, k = 4", "decode_speedup": speedup, "predicted": predicted},
+                {"task": "chat", "grounded": false, "threads": 1, "method": "ngram, k = 4", "decode_speedup": 2.0, "predicted": 2.0},
+                {"task": "quote", "grounded": true, "threads": 2, "method": "ngram, k = 4", "decode_speedup": 3.0, "predicted": 1.0}
+            ]),
+        )]
+    };
     let apr = |ms: f64| {
         vec![(
             "apr-load",
@@ -284,6 +301,9 @@ fn claim_cases() -> Vec<(&'static str, Files, Files)> {
         ("FA-2", flash_speed(1.8, 1.1), flash_speed(1.2, 1.1)),
         ("FA-3", flash_speed(1.8, 1.05), flash_speed(1.8, 0.9)),
         ("FA-4", invariance(true), invariance(false)),
+        ("SD-1", spec_verify(true), spec_verify(false)),
+        ("SD-2", spec_tasks(1.6, 1.6), spec_tasks(1.4, 1.4)),
+        ("SD-3", spec_tasks(1.6, 1.5), spec_tasks(1.6, 1.2)),
     ]
 }
 

@@ -35,6 +35,10 @@ pub const FA1_MEMORY_X: f64 = 20.0;
 /// FA-2: the context of the prefill comparison, tokens, and tiled's speedup there, at least.
 pub const FA2_CONTEXT: f64 = 4096.0;
 pub const FA2_SPEEDUP_X: f64 = 1.5;
+/// SD-2: n-gram speculation's decode speedup on an input-grounded task, at least.
+pub const SD2_SPEEDUP_X: f64 = 1.5;
+/// SD-3: the α/γ/cost formula's worst error on the n-gram rows, at most, in percent.
+pub const SD3_ERROR_PCT: f64 = 20.0;
 
 /// How each claim's statement writes its thresholds (`{}` stands for the value).
 pub const CLAIM_PROSE: &[(&str, f64, &str)] = &[
@@ -54,6 +58,8 @@ pub const CLAIM_PROSE: &[(&str, f64, &str)] = &[
     ("APR-1", APR1_INDEX_MS, "at most {} ms"),
     ("FA-1", FA1_MEMORY_X, "at most 1/{} of"),
     ("FA-2", FA2_SPEEDUP_X, "at least {}×"),
+    ("SD-2", SD2_SPEEDUP_X, "at least {}×"),
+    ("SD-3", SD3_ERROR_PCT, "within {}%"),
 ];
 
 // The course's 100-point scorecard (its section 7), read strictly: see the appendix.
