@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 /// Decode with speculation: n-gram (prompt lookup) drafts or a draft model checked by the
 /// target in one forward pass. Default: one task that quotes its input, plain and speculative,
 /// side by side. --verify checks that greedy speculation gives plain decoding's tokens on every
-/// task for k = 1, 2, 4, 8 and both drafters. --benchmark measures what a verify pass of k
-/// tokens costs against one (k = 1…16), and acceptance and speed on each task at 1 and N
-/// threads.
+/// task for k = 1, 2, 4, 8 and both drafters, and for the adaptive length. --benchmark measures
+/// what a verify pass of k tokens costs against one (k = 1…16, 32, 64), and acceptance and speed
+/// on each task at 1 and N threads.
 #[derive(Parser, Debug)]
 #[command(
     name = "demo-speculative-decode",

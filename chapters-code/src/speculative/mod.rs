@@ -1,7 +1,8 @@
 //! Speculative decoding: a cheap drafter proposes the next k tokens, the target model checks all
-//! of them in one forward pass, and every token it agrees with costs no pass of its own. On a CPU
-//! a pass over k + 1 positions costs little more than a pass over one (decoding reads every
-//! weight for a single token), so each accepted token is nearly free.
+//! of them in one forward pass, and every token it agrees with costs no pass of its own. On a GPU
+//! a pass over k + 1 positions costs little more than a pass over one; on a CPU each extra
+//! position costs a measured share of a decode step (the chapter's verify-cost table), so the
+//! draft length is a policy ([`budget`]), not a constant.
 //!
 //! - [`drafter`]: the [`Drafter`] trait and the draft-model drafter ([`self_draft`]: the target's
 //!   first blocks);
