@@ -5,7 +5,7 @@
 
 use super::budget::{Budget, DraftLength};
 use super::drafter::Drafter;
-use super::rule::{Mode, Verdict, distribution, draw, verify_greedy, verify_sampled};
+use super::rule::{Mode, Verdict, distribution, draw, verify};
 use crate::generate::{FinishReason, Generation, Request, StageTimes, StopMatcher};
 use crate::kernels::pool::ThreadPool;
 use crate::model::{KvCache, Llama, Logits, ModelError};
@@ -92,20 +92,7 @@ fn step(
     let logits = target.forward(pool, cache, &input, Logits::All)?;
     let vocab = target.config.vocab_size;
     let rows: Vec<&[f32]> = logits.chunks_exact(vocab).collect();
-    let verdict = match mode {
-        Mode::Greedy => verify_greedy(&draft.tokens, &rows),
-        Mode::Sample { params, rng } => {
-            let mut seen = history.to_vec();
-            let mut p = Vec::with_capacity(rows.len());
-            for (i, row) in rows.iter().enumerate() {
-                p.push(distribution(params, row, &seen));
-                if let Some(&d) = draft.tokens.get(i) {
-                    seen.push(d);
-                }
-            }
-            verify_sampled(&draft, &p, rng)
-        }
-    };
+    let verdict = verify(mode, &draft, &rows, history);
     // Keep `last` and the accepted drafts; the rest never happened.
     cache.truncate(before + 1 + verdict.accepted);
     stats.verify_time += t.elapsed();
@@ -144,14 +131,7 @@ pub fn generate_speculative(
     let mut budget = Budget::new(k.into());
     let params = &request.sampling;
     let mut rng = Rng::new(params.seed);
-    let mut mode = if params.temperature == 0.0 {
-        Mode::Greedy
-    } else {
-        Mode::Sample {
-            params,
-            rng: &mut rng,
-        }
-    };
+    let mut mode = Mode::for_params(params, &mut rng);
     let limit = (request.prompt_ids.len() + request.max_tokens).min(target.config.context_length);
     let mut cache = KvCache::with_limit(&target.config, limit);
     let mut decoder = StreamDecoder::new();

@@ -58,6 +58,18 @@ pub fn self_draft<'g>(target: &Llama<'g>, n_layers: usize) -> Result<Llama<'g>, 
             total - 1
         )));
     }
+    Ok(first_blocks(target, n_layers))
+}
+// ANCHOR_END: self_draft
+
+/// A second handle on `model`: the same tensors, borrowed from the same file, at no cost in
+/// memory (each sequence's draft model in the server).
+pub fn share<'g>(model: &Llama<'g>) -> Llama<'g> {
+    first_blocks(model, model.layers.len())
+}
+
+/// `target`'s first `n_layers` blocks with its embedding, final norm and head.
+fn first_blocks<'g>(target: &Llama<'g>, n_layers: usize) -> Llama<'g> {
     let mut config = target.config.clone();
     config.n_layers = n_layers;
     let layers = target.layers[..n_layers]
@@ -74,7 +86,7 @@ pub fn self_draft<'g>(target: &Llama<'g>, n_layers: usize) -> Result<Llama<'g>, 
             w_down: l.w_down,
         })
         .collect();
-    Ok(Llama {
+    Llama {
         config,
         token_embd: target.token_embd,
         layers,
@@ -82,9 +94,8 @@ pub fn self_draft<'g>(target: &Llama<'g>, n_layers: usize) -> Result<Llama<'g>, 
         output: target.output,
         tied_output: target.tied_output,
         attention: target.attention,
-    })
+    }
 }
-// ANCHOR_END: self_draft
 
 /// A draft model decoding ahead of the target, with its own KV cache. Between calls it keeps
 /// the cache of the context it has seen, rolls back to the longest prefix the new context
@@ -99,7 +110,18 @@ pub struct ModelDrafter<'g> {
 
 impl<'g> ModelDrafter<'g> {
     pub fn new(model: Llama<'g>, label: impl Into<String>) -> ModelDrafter<'g> {
-        let cache = KvCache::new(&model.config);
+        let limit = model.config.context_length;
+        ModelDrafter::with_limit(model, label, limit)
+    }
+
+    /// A drafter whose cache holds at most `limit` positions (a request's prompt and
+    /// `max_tokens`: a server keeps one drafter per running request).
+    pub fn with_limit(
+        model: Llama<'g>,
+        label: impl Into<String>,
+        limit: usize,
+    ) -> ModelDrafter<'g> {
+        let cache = KvCache::with_limit(&model.config, limit);
         ModelDrafter {
             model,
             label: label.into(),

@@ -17,11 +17,11 @@ pub mod drafter;
 pub mod ngram;
 pub mod rule;
 
-pub use budget::DraftLength;
+pub use budget::{Budget, DraftLength};
 pub use decode::{SpecStats, generate_speculative};
-pub use drafter::{Draft, Drafter, ModelDrafter, self_draft};
+pub use drafter::{Draft, Drafter, ModelDrafter, self_draft, share};
 pub use ngram::NgramDrafter;
-pub use rule::{Mode, Verdict, distribution, residual, verify_greedy, verify_sampled};
+pub use rule::{Mode, Verdict, distribution, residual, verify, verify_greedy, verify_sampled};
 
 #[cfg(test)]
 mod tests;

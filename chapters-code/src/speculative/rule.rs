@@ -17,6 +17,22 @@ pub enum Mode<'a> {
     },
 }
 
+impl<'a> Mode<'a> {
+    /// The mode that picks what plain decoding with `params` picks: [`Mode::Greedy`] for
+    /// temperature 0 without penalties; otherwise sampling from [`distribution`], which at
+    /// temperature 0 is one-hot on the argmax after the penalties (so `rng` decides nothing).
+    pub fn for_params(params: &'a SamplingParams, rng: &'a mut Rng) -> Mode<'a> {
+        let penalties_off = params.repetition_penalty == 1.0
+            && params.presence_penalty == 0.0
+            && params.frequency_penalty == 0.0;
+        if params.temperature == 0.0 && (penalties_off || params.penalty_last_n == 0) {
+            Mode::Greedy
+        } else {
+            Mode::Sample { params, rng }
+        }
+    }
+}
+
 // ANCHOR: distribution
 /// The distribution [`crate::sampling::Sampler::sample`] draws from, over the whole vocabulary:
 /// penalties over the recent `history`, then top-k, top-p and min-p on the temperature-1
@@ -189,3 +205,29 @@ pub(crate) fn verify_sampled_with(
     }
 }
 // ANCHOR_END: verify_sampled
+
+// ANCHOR: verify
+/// Verifies `draft` with the rule of `mode`. `rows[i]` is the target's logits after `history`
+/// (every decided token) and the first `i` draft tokens: `draft.tokens.len() + 1` rows.
+pub fn verify(
+    mode: &mut Mode<'_>,
+    draft: &super::Draft,
+    rows: &[&[f32]],
+    history: &[TokenId],
+) -> Verdict {
+    match mode {
+        Mode::Greedy => verify_greedy(&draft.tokens, rows),
+        Mode::Sample { params, rng } => {
+            let mut seen = history.to_vec();
+            let mut p = Vec::with_capacity(rows.len());
+            for (i, row) in rows.iter().enumerate() {
+                p.push(distribution(params, row, &seen));
+                if let Some(&d) = draft.tokens.get(i) {
+                    seen.push(d);
+                }
+            }
+            verify_sampled(draft, &p, rng)
+        }
+    }
+}
+// ANCHOR_END: verify
