@@ -6,7 +6,7 @@
 
 use chapters_code::assets;
 use chapters_code::attention::AttentionKind;
-use chapters_code::engine::SchedulerConfig;
+use chapters_code::engine::{SchedulerConfig, Speculation};
 use chapters_code::serve::client::{self, ClientError};
 use chapters_code::serve::{AppState, ServerConfig, app_state, serve_on_loopback};
 use chapters_code::tokenizer::{ChatMessage, Tokenizer};
@@ -33,12 +33,23 @@ async fn start_with_body_limit(
     timeout: Duration,
     max_body_bytes: usize,
 ) -> Option<Server> {
+    start_with(max_in_flight, timeout, max_body_bytes, None).await
+}
+
+/// [`start`] with a request-body limit and speculative decoding settings.
+async fn start_with(
+    max_in_flight: usize,
+    timeout: Duration,
+    max_body_bytes: usize,
+    speculation: Option<Speculation>,
+) -> Option<Server> {
     let Some(path) = assets::model_for_tests() else {
         eprintln!("skipped: the model is not fetched (cargo xtask fetch-model)");
         return None;
     };
     let scheduler = SchedulerConfig {
         kv_budget_bytes: 32 << 20,
+        speculation,
         ..SchedulerConfig::default()
     };
     let config = ServerConfig {
@@ -616,20 +627,53 @@ async fn the_binary_drains_on_sigterm_and_exits_zero() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_parity_suite_through_the_server_gives_llama_cpps_tokens_all_prompts_at_once() {
-    use chapters_code::parity::suite::Suite;
-    use chapters_code::serve::json::token_label;
     // Every prompt of the parity suite in flight at once (paged KV cache, continuous batching,
     // chunked prefill): each answer is the first TOKENS of llama.cpp's AVX2 (no sgemm) greedy
     // run, which our engine computes bit for bit alone (tests/parity.rs), with the
     // log-probability of each of its tokens. (All 128 tokens of all 50 prompts at one thread
     // took 7 minutes; the first 40 keep this test to a minute or two.)
-    const TOKENS: usize = 40;
     let Some(s) = start(64, Duration::from_secs(900)).await else {
         return;
     };
+    parity_through(s, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_speculating_server_still_gives_llama_cpps_tokens_and_counts_its_drafts() {
+    // The same check with n-gram speculation in every step, on every second prompt of the
+    // suite: drafts verified in the batched pass, rejected positions cut from the paged cache,
+    // and still llama.cpp's tokens and log-probabilities.
+    let Some(s) = start_with(
+        64,
+        Duration::from_secs(900),
+        64 << 10,
+        Some(Speculation::ngram(usize::MAX)),
+    )
+    .await
+    else {
+        return;
+    };
+    let s = parity_through(s, 2).await;
+    assert!(
+        s.metric("prodml_draft_tokens").await > 0.0,
+        "drafts were verified"
+    );
+    assert!(
+        s.metric("prodml_accepted_draft_tokens").await > 0.0,
+        "and some stood"
+    );
+}
+
+/// Sends every `every`-th prompt of the parity suite at once (greedy, TOKENS tokens, top-5
+/// log-probabilities) and checks each answer against llama.cpp's reference run.
+async fn parity_through(s: Server, every: usize) -> Arc<Server> {
+    use chapters_code::parity::suite::Suite;
+    use chapters_code::serve::json::token_label;
+    const TOKENS: usize = 40;
     let s = Arc::new(s);
     let suite = Suite::load_default().unwrap();
-    let reference = suite.reference("avx2-nosgemm").unwrap().clone();
+    let mut reference = suite.reference("avx2-nosgemm").unwrap().clone();
+    reference.prompts = reference.prompts.into_iter().step_by(every).collect();
     let tokenizer = chapters_code::tokenizer::Tokenizer::from_gguf(
         &chapters_code::formats::Gguf::open(assets::model_path()).unwrap(),
     )
@@ -695,6 +739,7 @@ async fn the_parity_suite_through_the_server_gives_llama_cpps_tokens_all_prompts
             }
         }
     }
+    s
 }
 
 /// A chat request of one user message, greedy.

@@ -3,8 +3,10 @@
 use anyhow::{Context, Result, bail};
 use chapters_code::attention::AttentionKind;
 use chapters_code::demo::{Column, DemoArgs, ModelArgs, OutputMode, Provenance, Report, Table};
-use chapters_code::engine::SchedulerConfig;
+use chapters_code::engine::speculation::DEFAULT_MAX_BATCH;
+use chapters_code::engine::{DraftSource, SchedulerConfig, Speculation};
 use chapters_code::serve::{ServerConfig, app_state, router};
+use chapters_code::speculative::DraftLength;
 use clap::Parser;
 use serde_json::json;
 use std::net::SocketAddr;
@@ -77,6 +79,27 @@ struct Cli {
     #[arg(long, default_value_t = 30)]
     drain_s: u64,
 
+    /// Speculative decoding of greedy (temperature 0) requests: `ngram` (prompt lookup, no
+    /// model), `self:N` (the model's first N blocks as the drafter) or `draft:PATH` (a draft
+    /// model with the same vocabulary). Their tokens do not change; sampled requests decode
+    /// plainly, so that a seed gives the same text under any load.
+    #[arg(long, value_name = "DRAFTER", value_parser = parse_drafter)]
+    speculative: Option<DraftSource>,
+
+    /// Draft tokens per step and request, at most (adapted per request to how its drafts fare,
+    /// unless --draft-fixed).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..65))]
+    draft_max: u64,
+
+    /// Always draft --draft-max tokens instead of adapting the length.
+    #[arg(long)]
+    draft_fixed: bool,
+
+    /// Speculate only in steps where at most this many requests decode (a fuller batch gains
+    /// nothing from drafts on a CPU: the speculative-decoding chapter's server table).
+    #[arg(long, default_value_t = DEFAULT_MAX_BATCH as u64)]
+    speculate_max_batch: u64,
+
     /// No start-up summary and no line per request on stderr.
     #[arg(long)]
     quiet: bool,
@@ -102,6 +125,15 @@ fn demo() -> Result<()> {
         max_batch_tokens: cli.max_batch_tokens as usize,
         kv_budget_bytes: (cli.kv_mib as usize) << 20,
         attention: cli.attention,
+        speculation: cli.speculative.clone().map(|source| Speculation {
+            source,
+            length: if cli.draft_fixed {
+                DraftLength::Fixed(cli.draft_max as usize)
+            } else {
+                DraftLength::Adaptive(cli.draft_max as usize)
+            },
+            max_batch: cli.speculate_max_batch as usize,
+        }),
         ..SchedulerConfig::default()
     };
     let config = ServerConfig {
@@ -281,7 +313,7 @@ fn startup_summary(
         scheduler.kv_budget_bytes,
     );
     Ok(format!(
-        "model {} ({} layers, {} heads, {} KV heads, context {}); {} threads, SIMD {}; KV cache {} MiB = {} blocks of {} tokens ({} tokens); batches of up to {} sequences, {} tokens per step; {} attention; queue of {}",
+        "model {} ({} layers, {} heads, {} KV heads, context {}); {} threads, SIMD {}; KV cache {} MiB = {} blocks of {} tokens ({} tokens); batches of up to {} sequences, {} tokens per step; {} attention; speculation {}; queue of {}",
         path.display(),
         c.n_layers,
         c.n_heads,
@@ -296,8 +328,19 @@ fn startup_summary(
         scheduler.max_running,
         scheduler.max_batch_tokens,
         scheduler.attention,
+        match &scheduler.speculation {
+            None => "off".to_string(),
+            Some(s) => format!(
+                "{:?}, {:?} tokens, in steps of up to {} decodes",
+                s.source, s.length, s.max_batch
+            ),
+        },
         cli.max_queue
     ))
+}
+
+fn parse_drafter(s: &str) -> Result<DraftSource, String> {
+    s.parse()
 }
 
 fn parse_attention(s: &str) -> Result<AttentionKind, String> {

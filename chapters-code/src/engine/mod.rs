@@ -2,15 +2,20 @@
 //! when KV blocks allow, and every step runs one batched forward pass over all running
 //! sequences — prefill chunks and decode tokens together — then samples, streams and retires.
 
+pub mod closed_loop;
 pub mod replay;
 pub mod runner;
 pub mod scheduler;
+pub mod speculation;
 
+#[cfg(test)]
+mod spec_tests;
 #[cfg(test)]
 mod tests;
 
 pub use runner::{Runner, RunnerStats, SubmitError};
 pub use scheduler::{Policy, Scheduler, SchedulerConfig, StepReport};
+pub use speculation::{DraftSource, Speculation};
 
 use crate::generate::{FinishReason, Request};
 use crate::tokenizer::TokenId;

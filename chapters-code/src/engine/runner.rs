@@ -2,7 +2,10 @@
 //! out through one channel per request, and the scheduler steps while there is work. The model
 //! lives on this thread; the server only holds the tokenizer.
 
-use super::{EngineRequest, Event, EventSink, RequestId, Scheduler, SchedulerConfig};
+use super::{
+    DraftSource, EngineRequest, Event, EventSink, RequestId, Scheduler, SchedulerConfig,
+    Speculation,
+};
 use crate::formats::Gguf;
 use crate::generate::Request;
 use crate::kernels::pool::ThreadPool;
@@ -37,6 +40,18 @@ pub struct RunnerStats {
     pub steps: u64,
     pub preemptions: u64,
     pub prefix_hit_tokens: u64,
+    /// Draft tokens verified, and accepted (speculative decoding).
+    pub draft_tokens: u64,
+    pub accepted_draft_tokens: u64,
+}
+
+/// Counters summed over the steps.
+#[derive(Debug, Clone, Copy, Default)]
+struct Totals {
+    steps: u64,
+    preemptions: u64,
+    drafted: u64,
+    accepted: u64,
 }
 
 enum Command {
@@ -93,6 +108,25 @@ pub fn check_kv_budget(budget_bytes: usize, usable: Option<u64>) -> Result<(), M
     }
 }
 
+/// Checks the speculation settings against the target; opens and checks a draft model file.
+fn open_draft(
+    target: &Llama,
+    speculation: Option<&Speculation>,
+) -> Result<Option<Gguf>, ModelError> {
+    let Some(spec) = speculation else {
+        return Ok(None);
+    };
+    let DraftSource::File(path) = &spec.source else {
+        super::speculation::draft_model(target, &spec.source, None)?;
+        return Ok(None);
+    };
+    let gguf = crate::assets::open_model(path)
+        .map_err(|e| ModelError::BadConfig(format!("the draft model: {e}")))?;
+    let draft = Llama::load(&gguf)?;
+    super::speculation::draft_model(target, &spec.source, Some(draft))?;
+    Ok(Some(gguf))
+}
+
 impl Runner {
     /// Loads the model from `gguf` on a new thread and starts stepping. `max_in_flight`
     /// bounds queue + batch: more requests are refused (429).
@@ -104,6 +138,7 @@ impl Runner {
     ) -> Result<Runner, ModelError> {
         // Validate on this thread so that errors reach the caller.
         let probe = Llama::load(&gguf)?;
+        let draft_gguf = open_draft(&probe, config.speculation.as_ref())?;
         check_kv_budget(
             config.kv_budget_bytes,
             crate::hw::MemoryInfo::detect().usable_bytes(),
@@ -129,8 +164,17 @@ impl Runner {
             .spawn(move || {
                 let mut model = Llama::load(&gguf).expect("loaded once above");
                 model.attention = config.attention;
+                let draft = draft_gguf
+                    .as_ref()
+                    .map(|g| Llama::load(g).expect("loaded once above"));
                 let pool = ThreadPool::new(threads);
                 let mut scheduler = Scheduler::new(&model, &tokenizer, config);
+                if let Some(mut draft) = draft {
+                    draft.attention = model.attention;
+                    scheduler
+                        .set_draft_model(draft)
+                        .expect("checked once above");
+                }
                 let mut channels = Channels {
                     senders: HashMap::new(),
                     in_flight: thread_in_flight,
@@ -245,7 +289,7 @@ fn engine_loop(
     channels: &mut Channels,
     stats: &Mutex<RunnerStats>,
 ) {
-    let mut totals = (0u64, 0u64);
+    let mut totals = Totals::default();
     loop {
         // Idle: block until something arrives (or the server is gone).
         if scheduler.is_idle() {
@@ -275,8 +319,10 @@ fn engine_loop(
         publish(stats, scheduler, totals);
         match scheduler.step(pool, channels) {
             Ok(report) => {
-                totals.0 += u64::from(report.sequences > 0);
-                totals.1 += report.preempted as u64;
+                totals.steps += u64::from(report.sequences > 0);
+                totals.preemptions += report.preempted as u64;
+                totals.drafted += report.drafted as u64;
+                totals.accepted += report.accepted as u64;
             }
             Err(e) => {
                 // A step failed (requests are validated, so this is a bug): end every running
@@ -295,8 +341,8 @@ fn engine_loop(
     }
 }
 
-/// Copies the scheduler's state, and the (steps, preemptions) totals, to where /metrics reads it.
-fn publish(stats: &Mutex<RunnerStats>, scheduler: &Scheduler, totals: (u64, u64)) {
+/// Copies the scheduler's state, and the totals, to where /metrics reads it.
+fn publish(stats: &Mutex<RunnerStats>, scheduler: &Scheduler, totals: Totals) {
     if let Ok(mut s) = stats.lock() {
         let kv = scheduler.kv();
         *s = RunnerStats {
@@ -304,9 +350,11 @@ fn publish(stats: &Mutex<RunnerStats>, scheduler: &Scheduler, totals: (u64, u64)
             running: scheduler.running(),
             blocks_used: kv.pool().used_blocks() - kv.cached_blocks(),
             blocks_total: kv.pool().total_blocks(),
-            steps: totals.0,
-            preemptions: totals.1,
+            steps: totals.steps,
+            preemptions: totals.preemptions,
             prefix_hit_tokens: kv.prefix_hit_tokens,
+            draft_tokens: totals.drafted,
+            accepted_draft_tokens: totals.accepted,
         };
     }
 }

@@ -2,12 +2,14 @@
 //! retire. Synchronous and deterministic, so that the replay demo and the tests drive it
 //! directly; the server's runner calls it from its own thread.
 
+use super::speculation::{SeqSpec, Speculation};
 use super::{EngineRequest, Event, EventSink, Finish, RequestId, TokenLogprob};
 use crate::generate::{FinishReason, StopMatcher};
 use crate::kernels::pool::ThreadPool;
 use crate::kv::{BlockPool, PagedKv};
 use crate::model::{Llama, Logits, ModelError, SeqStep};
 use crate::sampling::Sampler;
+use crate::speculative::{Draft, Mode, verify};
 use crate::tokenizer::{StreamDecoder, TokenId, Tokenizer};
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -41,6 +43,8 @@ pub struct SchedulerConfig {
     pub kv_budget_bytes: usize,
     /// How the model computes attention (naive: llama.cpp's arithmetic, the parity suite's).
     pub attention: crate::attention::AttentionKind,
+    /// Speculative decoding of greedy requests (`None`: off).
+    pub speculation: Option<Speculation>,
 }
 
 impl Default for SchedulerConfig {
@@ -52,12 +56,13 @@ impl Default for SchedulerConfig {
             block_tokens: crate::kv::DEFAULT_BLOCK_TOKENS,
             kv_budget_bytes: 256 << 20,
             attention: crate::attention::AttentionKind::Naive,
+            speculation: None,
         }
     }
 }
 
 /// A sequence in the scheduler.
-struct Seq {
+struct Seq<'m> {
     req: EngineRequest,
     /// Prompt, then every generated token; the KV cache holds the first `kv.len(id)` of them.
     tokens: Vec<TokenId>,
@@ -69,10 +74,12 @@ struct Seq {
     stops: StopMatcher,
     /// Finished, but kept in a static batch as padding: computed, never streamed.
     padding: bool,
+    /// Speculation state, made at the request's first speculative step.
+    spec: Option<SeqSpec<'m>>,
 }
 
-impl Seq {
-    fn new(req: EngineRequest) -> Seq {
+impl<'m> Seq<'m> {
+    fn new(req: EngineRequest) -> Seq<'m> {
         Seq {
             tokens: req.request.prompt_ids.clone(),
             prompt_len: req.request.prompt_ids.len(),
@@ -82,6 +89,7 @@ impl Seq {
             decoder: StreamDecoder::new(),
             stops: StopMatcher::new(&req.request.stop_strings),
             padding: false,
+            spec: None,
             req,
         }
     }
@@ -109,6 +117,10 @@ pub struct StepReport {
     pub prefill_tokens: usize,
     /// Sequences preempted to free blocks (their KV is recomputed later).
     pub preempted: usize,
+    /// Draft tokens verified in this step (beyond `tokens`' one per decode), and how many of
+    /// them the target accepted.
+    pub drafted: usize,
+    pub accepted: usize,
     pub finished: usize,
     pub seconds: f64,
 }
@@ -119,8 +131,10 @@ pub struct Scheduler<'m> {
     tokenizer: &'m Tokenizer,
     pub config: SchedulerConfig,
     kv: PagedKv,
-    waiting: VecDeque<Seq>,
-    running: Vec<Seq>,
+    waiting: VecDeque<Seq<'m>>,
+    running: Vec<Seq<'m>>,
+    /// The draft model of a self-draft or draft-file [`Speculation`].
+    draft_model: Option<Llama<'m>>,
 }
 
 impl<'m> Scheduler<'m> {
@@ -131,8 +145,17 @@ impl<'m> Scheduler<'m> {
     ) -> Scheduler<'m> {
         let pool =
             BlockPool::with_budget(&model.config, config.block_tokens, config.kv_budget_bytes);
+        // A self-draft is made here; a draft file is loaded by the caller and handed over with
+        // `set_draft_model`. An invalid one leaves requests decoding plainly: the runner
+        // checks the settings (`speculation::draft_model`) before it starts.
+        let draft_model = config.speculation.as_ref().and_then(|s| {
+            super::speculation::draft_model(model, &s.source, None)
+                .ok()
+                .flatten()
+        });
         Scheduler {
             model,
+            draft_model,
             tokenizer,
             kv: PagedKv::new(pool),
             waiting: VecDeque::new(),
@@ -193,6 +216,15 @@ impl<'m> Scheduler<'m> {
 
     pub fn kv(&self) -> &PagedKv {
         &self.kv
+    }
+
+    /// Hands over the draft model of a `draft:PATH` speculation, checked against the target.
+    pub fn set_draft_model(&mut self, draft: Llama<'m>) -> Result<(), ModelError> {
+        let Some(spec) = &self.config.speculation else {
+            return Err(ModelError::BadConfig("speculation is off".into()));
+        };
+        self.draft_model = super::speculation::draft_model(self.model, &spec.source, Some(draft))?;
+        Ok(())
     }
 
     // ANCHOR: admit
@@ -263,6 +295,7 @@ impl<'m> Scheduler<'m> {
         let mut report = StepReport::default();
         self.expire(sink);
         self.admit();
+        self.draft(pool)?;
 
         // Plan: every sequence feeds the tokens its KV lacks; decodes (one token) first, then
         // prefill chunks with what is left of the token budget.
@@ -281,15 +314,33 @@ impl<'m> Scheduler<'m> {
             return Ok(report);
         }
         let ids: Vec<RequestId> = plan.iter().map(|p| self.running[p.seq].req.id).collect();
+        // A speculating sequence feeds its last token and its draft, and wants every logit.
+        let inputs: Vec<Vec<TokenId>> = plan
+            .iter()
+            .map(|p| {
+                let seq = &self.running[p.seq];
+                let mut input = seq.tokens[p.from..p.to].to_vec();
+                if let (true, Some(spec)) = (p.drafted > 0, &seq.spec) {
+                    input.extend_from_slice(&spec.draft.tokens);
+                }
+                input
+            })
+            .collect();
         let steps: Vec<SeqStep> = plan
             .iter()
-            .map(|p| SeqStep {
-                tokens: &self.running[p.seq].tokens[p.from..p.to],
-                logits: Logits::Last,
+            .zip(&inputs)
+            .map(|(p, input)| SeqStep {
+                tokens: input,
+                logits: if p.drafted > 0 {
+                    Logits::All
+                } else {
+                    Logits::Last
+                },
             })
             .collect();
         for p in &plan {
-            report.tokens += p.to - p.from;
+            report.tokens += p.to - p.from + p.drafted;
+            report.drafted += p.drafted;
             if p.to - p.from == 1 && p.from >= self.running[p.seq].prompt_len {
                 report.decode_tokens += 1;
             } else {
@@ -304,11 +355,33 @@ impl<'m> Scheduler<'m> {
             .map_err(|e| ModelError::BadConfig(e.to_string()))?;
         let logits = self.model.forward_batch(pool, &mut step_kv, &steps)?;
         let max_len = self.max_len();
+        let vocab = self.model.config.vocab_size;
 
         // Sample where a sequence has fed all its tokens; stream; retire.
         let mut done: Vec<usize> = Vec::new();
         for (p, mut logits) in plan.iter().zip(logits) {
             let seq = &mut self.running[p.seq];
+            if p.drafted > 0 {
+                let (accepted, outcome) = verify_and_stream(
+                    seq,
+                    p,
+                    &mut self.kv,
+                    &logits,
+                    vocab,
+                    self.tokenizer,
+                    max_len,
+                    sink,
+                )?;
+                report.accepted += accepted;
+                if let Some(reason) = outcome {
+                    if let Some(reason) = reason {
+                        sink.send(seq.req.id, Event::Finished(seq.finish(reason)));
+                        report.finished += 1;
+                    }
+                    done.push(p.seq); // speculation is never static-batch padding
+                }
+                continue;
+            }
             let new_tokens = seq.tokens[p.from..p.to].to_vec();
             self.kv.record_tokens(seq.req.id, &new_tokens);
             if p.to < seq.tokens.len() {
@@ -348,6 +421,77 @@ impl<'m> Scheduler<'m> {
         Ok(report)
     }
     // ANCHOR_END: step
+
+    // ANCHOR: draft
+    /// Drafts for this step: every greedy request that decodes one token proposes up to its
+    /// budget's length, oldest first, within the step's spare tokens — unless more than
+    /// `max_batch` requests decode, where drafting costs more than it saves.
+    fn draft(&mut self, pool: &ThreadPool) -> Result<(), ModelError> {
+        for seq in &mut self.running {
+            if let Some(spec) = &mut seq.spec {
+                spec.draft = Draft::default();
+            }
+        }
+        // A static batch keeps its padding semantics: no speculation there.
+        let Some(speculation) = &self.config.speculation else {
+            return Ok(());
+        };
+        if self.config.policy == Policy::Static {
+            return Ok(());
+        }
+        let mut decoding: Vec<usize> = (0..self.running.len())
+            .filter(|&i| {
+                let s = &self.running[i];
+                s.generated > 0 && self.kv.len(s.req.id) == Some(s.tokens.len() - 1)
+            })
+            .collect();
+        if decoding.len() > speculation.max_batch {
+            return Ok(());
+        }
+        decoding.sort_by_key(|&i| self.running[i].req.id);
+        let mut spare = self.config.max_batch_tokens.saturating_sub(decoding.len());
+        let max_len = self.max_len();
+        for i in decoding {
+            let seq = &self.running[i];
+            if spare == 0 {
+                break;
+            }
+            if seq.padding || !Speculation::applies_to(&seq.sampler.params) {
+                continue;
+            }
+            if seq.spec.is_none() {
+                let limit = (seq.prompt_len + seq.req.request.max_tokens + 1).min(max_len);
+                let spec = SeqSpec::new(
+                    speculation,
+                    self.draft_model.as_ref(),
+                    &seq.sampler.params,
+                    limit,
+                );
+                self.running[i].spec = spec;
+            }
+            let seq = &mut self.running[i];
+            let Some(spec) = &mut seq.spec else {
+                continue;
+            };
+            // No draft past `max_tokens` or the end of the cache.
+            let wanted = seq.req.request.max_tokens.saturating_sub(seq.generated + 1);
+            let room = max_len.saturating_sub(seq.tokens.len());
+            let k = spec.budget.take().min(wanted).min(room).min(spare);
+            if k == 0 {
+                continue;
+            }
+            let mut mode = Mode::for_params(&seq.sampler.params, &mut spec.rng);
+            let mut draft = spec.drafter.propose(pool, &seq.tokens, k, &mut mode)?;
+            draft.tokens.truncate(k);
+            if let Some(q) = &mut draft.q {
+                q.truncate(k);
+            }
+            spare -= draft.tokens.len();
+            spec.draft = draft;
+        }
+        Ok(())
+    }
+    // ANCHOR_END: draft
 
     /// Longest sequence that can run: the context, or the whole KV pool if smaller.
     fn max_len(&self) -> usize {
@@ -403,15 +547,27 @@ impl<'m> Scheduler<'m> {
                 if budget == 0 {
                     continue;
                 }
-                if self.kv.reserve(seq.req.id, 1).is_err() {
+                let id = seq.req.id;
+                let mut drafted = seq.spec.as_ref().map_or(0, |s| s.draft.tokens.len());
+                // A draft that does not fit in the token budget or the blocks is dropped.
+                if drafted > 0
+                    && (1 + drafted > budget || self.kv.reserve(id, 1 + drafted).is_err())
+                {
+                    if let Some(spec) = &mut self.running[i].spec {
+                        spec.draft = Draft::default();
+                    }
+                    drafted = 0;
+                }
+                if drafted == 0 && self.kv.reserve(id, 1).is_err() {
                     return None;
                 }
                 plan.push(Planned {
                     seq: i,
                     from: have,
                     to: have + 1,
+                    drafted,
                 });
-                budget -= 1;
+                budget -= 1 + drafted;
             } else {
                 prefills.push((i, have));
             }
@@ -434,6 +590,7 @@ impl<'m> Scheduler<'m> {
                 seq: i,
                 from: have,
                 to: have + n,
+                drafted: 0,
             });
             budget -= n;
         }
@@ -445,11 +602,12 @@ impl<'m> Scheduler<'m> {
     }
 }
 
-/// One sequence's part of a step: feed `tokens[from..to]`.
+/// One sequence's part of a step: feed `tokens[from..to]`, then its draft's `drafted` tokens.
 struct Planned {
     seq: usize,
     from: usize,
     to: usize,
+    drafted: usize,
 }
 
 // ANCHOR: sample_and_stream
@@ -462,9 +620,22 @@ fn sample_and_stream(
     max_len: usize,
     sink: &mut dyn EventSink,
 ) -> Option<Option<FinishReason>> {
-    let id = seq.req.id;
     let logprob = seq.req.logprobs.map(|k| token_logprobs(logits, k));
     let next = seq.sampler.sample(logits, &seq.tokens);
+    stream_token(seq, next, logprob, tokenizer, max_len, sink)
+}
+
+/// Streams the decided token `next` (or finishes at a stop token); the result as
+/// [`sample_and_stream`]'s. `logprob`: the log-softmax of its position and the top tokens.
+fn stream_token(
+    seq: &mut Seq,
+    next: TokenId,
+    logprob: Option<Logprobs>,
+    tokenizer: &Tokenizer,
+    max_len: usize,
+    sink: &mut dyn EventSink,
+) -> Option<Option<FinishReason>> {
+    let id = seq.req.id;
     if seq.req.request.stop_tokens.contains(&next) {
         return match flush(seq, sink) {
             Some(_) => Some(Some(FinishReason::Stop)),
@@ -503,6 +674,52 @@ fn sample_and_stream(
     None
 }
 
+// ANCHOR: verify_and_stream
+/// After a speculative step of `p.drafted` draft tokens: verifies the draft against the
+/// target's `logits` (one row of `vocab` per fed position), keeps the keys and values of the
+/// last token and the accepted drafts and forgets the rest, then streams the accepted tokens
+/// and the target's own, one by one, as plain decoding would (a stop token, a stop string or
+/// `max_tokens` among them ends the request there). Returns the accepted count and the outcome
+/// of [`sample_and_stream`].
+#[allow(clippy::too_many_arguments)]
+fn verify_and_stream(
+    seq: &mut Seq,
+    p: &Planned,
+    kv: &mut PagedKv,
+    logits: &[f32],
+    vocab: usize,
+    tokenizer: &Tokenizer,
+    max_len: usize,
+    sink: &mut dyn EventSink,
+) -> Result<(usize, Option<Option<FinishReason>>), ModelError> {
+    let spec = seq.spec.as_mut().expect("a planned draft has its state");
+    let draft = std::mem::take(&mut spec.draft);
+    let rows: Vec<&[f32]> = logits.chunks_exact(vocab).collect();
+    let verdict = {
+        let mut mode = Mode::for_params(&seq.sampler.params, &mut spec.rng);
+        verify(&mut mode, &draft, &rows, &seq.tokens)
+    };
+    spec.budget.record(draft.tokens.len(), verdict.accepted);
+    let id = seq.req.id;
+    kv.truncate(id, p.from + 1 + verdict.accepted)
+        .map_err(|e| ModelError::BadConfig(e.to_string()))?;
+    let mut stood = vec![seq.tokens[p.from]];
+    stood.extend_from_slice(&draft.tokens[..verdict.accepted]);
+    kv.record_tokens(id, &stood);
+    let decided = draft.tokens[..verdict.accepted]
+        .iter()
+        .copied()
+        .chain([verdict.next]);
+    for (row, token) in rows.iter().zip(decided) {
+        let logprob = seq.req.logprobs.map(|k| token_logprobs(row, k));
+        if let Some(outcome) = stream_token(seq, token, logprob, tokenizer, max_len, sink) {
+            return Ok((verdict.accepted, Some(outcome)));
+        }
+    }
+    Ok((verdict.accepted, None))
+}
+// ANCHOR_END: verify_and_stream
+
 /// Sends the text held back at the end of a request (an incomplete character, a possible start
 /// of a stop string that never completed). `Some(hit_stop)`, or `None` if the listener left.
 fn flush(seq: &mut Seq, sink: &mut dyn EventSink) -> Option<bool> {
@@ -519,8 +736,11 @@ fn flush(seq: &mut Seq, sink: &mut dyn EventSink) -> Option<bool> {
 }
 // ANCHOR_END: sample_and_stream
 
+/// A position's log-softmax over the vocabulary, and its most likely tokens.
+type Logprobs = (Vec<f32>, Vec<(TokenId, f32)>);
+
 /// Log-softmax of `logits` and the `k` most likely tokens with their log-probabilities.
-fn token_logprobs(logits: &[f32], k: usize) -> (Vec<f32>, Vec<(TokenId, f32)>) {
+fn token_logprobs(logits: &[f32], k: usize) -> Logprobs {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let lse = max
         + logits

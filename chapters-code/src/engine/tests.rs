@@ -11,7 +11,7 @@ use crate::tokenizer::Tokenizer;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-fn with_model(f: impl FnOnce(&Llama, &Tokenizer)) {
+pub(super) fn with_model(f: impl FnOnce(&Llama, &Tokenizer)) {
     let Some(path) = crate::assets::model_for_tests() else {
         return;
     };
@@ -21,7 +21,7 @@ fn with_model(f: impl FnOnce(&Llama, &Tokenizer)) {
     f(&model, &tokenizer);
 }
 
-fn requests(tokenizer: &Tokenizer) -> Vec<Request> {
+pub(super) fn requests(tokenizer: &Tokenizer) -> Vec<Request> {
     let prompts = [
         "The capital of France is",
         "Once upon a time",
@@ -52,13 +52,21 @@ fn requests(tokenizer: &Tokenizer) -> Vec<Request> {
         .collect()
 }
 
+/// What the steps of a run did, summed.
+#[derive(Debug, Default)]
+pub(super) struct Totals {
+    pub preempted: usize,
+    pub drafted: usize,
+    pub accepted: usize,
+}
+
 /// Runs `reqs` through a scheduler; returns each request's tokens and finish.
-fn run(
+pub(super) fn run(
     model: &Llama,
     tokenizer: &Tokenizer,
     config: SchedulerConfig,
     reqs: &[Request],
-) -> (HashMap<u64, (Vec<u32>, Finish)>, usize) {
+) -> (HashMap<u64, (Vec<u32>, Finish)>, Totals) {
     let pool = ThreadPool::new(2);
     let mut s = Scheduler::new(model, tokenizer, config);
     for (i, r) in reqs.iter().enumerate() {
@@ -71,9 +79,12 @@ fn run(
         .unwrap();
     }
     let mut sink = Collect::default();
-    let mut preempted = 0;
+    let mut totals = Totals::default();
     while !s.is_idle() {
-        preempted += s.step(&pool, &mut sink).unwrap().preempted;
+        let report = s.step(&pool, &mut sink).unwrap();
+        totals.preempted += report.preempted;
+        totals.drafted += report.drafted;
+        totals.accepted += report.accepted;
     }
     assert_eq!(
         s.kv().pool().used_blocks(),
@@ -93,10 +104,10 @@ fn run(
         .into_iter()
         .map(|(id, (t, f))| (id, (t, f.expect("every request finishes"))))
         .collect();
-    (done, preempted)
+    (done, totals)
 }
 
-fn alone(model: &Llama, tokenizer: &Tokenizer, reqs: &[Request]) -> Vec<Vec<u32>> {
+pub(super) fn alone(model: &Llama, tokenizer: &Tokenizer, reqs: &[Request]) -> Vec<Vec<u32>> {
     let pool = ThreadPool::new(1);
     reqs.iter()
         .map(|r| {
@@ -143,8 +154,11 @@ fn preemption_recomputes_instead_of_failing() {
             kv_budget_bytes: 12 * block_bytes,
             ..Default::default()
         };
-        let (got, preempted) = run(m, t, config, &reqs);
-        assert!(preempted > 0, "the budget was meant to force preemption");
+        let (got, totals) = run(m, t, config, &reqs);
+        assert!(
+            totals.preempted > 0,
+            "the budget was meant to force preemption"
+        );
         for (i, want) in expected.iter().enumerate() {
             assert_eq!(&got[&(i as u64)].0, want, "request {i}");
         }

@@ -37,6 +37,8 @@ pub struct Metrics {
     engine_steps: Gauge,
     preemptions: Gauge,
     prefix_cache_hit_tokens: Gauge,
+    draft_tokens: Gauge,
+    accepted_draft_tokens: Gauge,
 }
 // ANCHOR_END: metrics
 
@@ -65,6 +67,8 @@ impl Metrics {
             engine_steps: Gauge::default(),
             preemptions: Gauge::default(),
             prefix_cache_hit_tokens: Gauge::default(),
+            draft_tokens: Gauge::default(),
+            accepted_draft_tokens: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -132,6 +136,16 @@ impl Metrics {
             "Prompt tokens served from the prefix cache",
             m.prefix_cache_hit_tokens.clone(),
         );
+        registry.register(
+            "draft_tokens",
+            "Draft tokens verified (speculative decoding)",
+            m.draft_tokens.clone(),
+        );
+        registry.register(
+            "accepted_draft_tokens",
+            "Draft tokens the model accepted (speculative decoding)",
+            m.accepted_draft_tokens.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -152,6 +166,9 @@ impl Metrics {
         self.preemptions.set(stats.preemptions as i64);
         self.prefix_cache_hit_tokens
             .set(stats.prefix_hit_tokens as i64);
+        self.draft_tokens.set(stats.draft_tokens as i64);
+        self.accepted_draft_tokens
+            .set(stats.accepted_draft_tokens as i64);
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();
