@@ -124,6 +124,12 @@ const CHARTS: &[Spec] = &[
         optional: &["spec-tasks"],
         draw: speculative::verify_cost_and_speedup,
     },
+    Spec {
+        file: "speculative-server.svg",
+        needs: &["spec-server"],
+        optional: &[],
+        draw: speculative::server_by_clients,
+    },
 ];
 
 /// Every chart whose results files exist.

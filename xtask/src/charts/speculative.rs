@@ -93,3 +93,50 @@ pub fn verify_cost_and_speedup(inputs: &Inputs) -> Result<String> {
         }
     )
 }
+
+/// Two panels against the number of clients, one line per method of the server table:
+/// aggregate throughput (left) and mean request latency (right).
+pub fn server_by_clients(inputs: &Inputs) -> Result<String> {
+    let rows = inputs.rows("spec-server");
+    let mut methods: Vec<String> = Vec::new();
+    for r in rows {
+        let m = text(r, "method");
+        if !methods.contains(&m) {
+            methods.push(m);
+        }
+    }
+    anyhow::ensure!(!methods.is_empty(), "spec-server has no rows");
+    let series = |method: &str, key: &str| -> Vec<(f64, f64)> {
+        rows.iter()
+            .filter(|r| text(r, "method") == method)
+            .filter_map(|r| Some((num(r, "clients")?, num(r, key)?)))
+            .collect()
+    };
+    let x_top = rows
+        .iter()
+        .filter_map(|r| num(r, "clients"))
+        .fold(1.0, f64::max)
+        + 1.0;
+    two_panels!(
+        "Speculation in the server: aggregate throughput and latency against clients",
+        |panels| {
+            for (panel, (key, y_desc)) in panels.iter().zip([
+                ("tok_s", "aggregate throughput (tokens/s)"),
+                ("latency_s", "mean request latency (s)"),
+            ]) {
+                let y_top = rows.iter().filter_map(|r| num(r, key)).fold(0.0, f64::max) * 1.25;
+                let mut chart = ChartBuilder::on(panel)
+                    .margin(24)
+                    .x_label_area_size(70)
+                    .y_label_area_size(100)
+                    .build_cartesian_2d(0f64..x_top, 0f64..y_top.max(1e-3))?;
+                chart.plotting_area().fill(&PANEL)?;
+                mesh!(chart, "clients (closed loop)", y_desc).draw()?;
+                for (method, color) in methods.iter().zip([MUTED, ORANGE, TEAL, PURPLE]) {
+                    labelled_line!(chart, method.as_str(), color, series(method, key));
+                }
+                legend!(chart, SeriesLabelPosition::UpperLeft)?;
+            }
+        }
+    )
+}

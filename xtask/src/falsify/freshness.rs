@@ -110,6 +110,8 @@ pub fn depends_on(name: &str) -> Vec<&'static str> {
             true,
             &[
                 "chapters-code/src/speculative",
+                "chapters-code/src/engine",
+                "chapters-code/src/kv",
                 "chapters-code/src/bin/demo-speculative-decode.rs",
             ],
         ),

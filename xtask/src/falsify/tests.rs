@@ -214,6 +214,17 @@ fn claim_cases() -> Vec<(&'static str, Files, Files)> {
             ]),
         )]
     };
+    let spec_server = |one: f64, eight: f64, same: bool| {
+        vec![(
+            "spec-server",
+            json!([
+                {"clients": 1, "method": "plain", "speedup": 1.0, "same": true},
+                {"clients": 1, "method": "ngram, every step", "speedup": 0.5, "same": true},
+                {"clients": 1, "method": "ngram, while ≤ 4 decode (default)", "speedup": one, "same": same},
+                {"clients": 8, "method": "ngram, while ≤ 4 decode (default)", "speedup": eight, "same": true}
+            ]),
+        )]
+    };
     let apr = |ms: f64| {
         vec![(
             "apr-load",
@@ -304,6 +315,21 @@ fn claim_cases() -> Vec<(&'static str, Files, Files)> {
         ("SD-1", spec_verify(true), spec_verify(false)),
         ("SD-2", spec_tasks(1.6, 1.6), spec_tasks(1.4, 1.4)),
         ("SD-3", spec_tasks(1.6, 1.5), spec_tasks(1.6, 1.2)),
+        (
+            "SD-4",
+            spec_server(1.3, 0.97, true),
+            spec_server(1.3, 0.9, true),
+        ),
+        (
+            "SD-4",
+            spec_server(1.3, 1.0, true),
+            spec_server(0.99, 1.0, true),
+        ),
+        (
+            "SD-4",
+            spec_server(1.3, 1.0, true),
+            spec_server(1.3, 1.0, false),
+        ),
     ]
 }
 

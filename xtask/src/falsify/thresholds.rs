@@ -39,6 +39,9 @@ pub const FA2_SPEEDUP_X: f64 = 1.5;
 pub const SD2_SPEEDUP_X: f64 = 1.5;
 /// SD-3: the α/γ/cost formula's worst error on the n-gram rows, at most, in percent.
 pub const SD3_ERROR_PCT: f64 = 20.0;
+/// SD-4: the server's default speculation policy against plain decoding, at every client count,
+/// at least (aggregate throughput ratio).
+pub const SD4_FLOOR_X: f64 = 0.95;
 
 /// How each claim's statement writes its thresholds (`{}` stands for the value).
 pub const CLAIM_PROSE: &[(&str, f64, &str)] = &[
@@ -60,6 +63,7 @@ pub const CLAIM_PROSE: &[(&str, f64, &str)] = &[
     ("FA-2", FA2_SPEEDUP_X, "at least {}×"),
     ("SD-2", SD2_SPEEDUP_X, "at least {}×"),
     ("SD-3", SD3_ERROR_PCT, "within {}%"),
+    ("SD-4", SD4_FLOOR_X, "at least {}×"),
 ];
 
 // The course's 100-point scorecard (its section 7), read strictly: see the appendix.
