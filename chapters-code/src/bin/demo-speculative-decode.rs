@@ -638,6 +638,7 @@ fn server_table(
             Column::new("latency_s", "Mean latency")
                 .unit("s")
                 .decimals(2),
+            Column::new("spread", "Round spread").unit("%").decimals(0),
             Column::new("same", "Same tokens"),
         ],
     );
@@ -684,7 +685,30 @@ fn server_table(
                 bar.inc(1);
             }
         }
-        // Each method's median round by wall time.
+        // Against plain: the median over rounds of plain's wall time ÷ the method's in the
+        // same round (the same tokens either way), so that a slow stretch of the machine
+        // slows both sides of a ratio. Spread: (slowest − fastest) ÷ median wall time of a
+        // method's rounds, the noise to read every difference against.
+        let walls =
+            |m: usize| -> Vec<f64> { runs[m].iter().map(|r| r.wall.as_secs_f64()).collect() };
+        let median_of = |mut v: Vec<f64>| -> f64 {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let speedups: Vec<f64> = (0..methods.len())
+            .map(|m| median_of(walls(0).iter().zip(walls(m)).map(|(p, w)| p / w).collect()))
+            .collect();
+        let spreads: Vec<f64> = (0..methods.len())
+            .map(|m| {
+                let w = walls(m);
+                let (lo, hi) = (
+                    w.iter().copied().fold(f64::MAX, f64::min),
+                    w.iter().copied().fold(0.0, f64::max),
+                );
+                100.0 * (hi - lo) / median_of(w)
+            })
+            .collect();
+        // Each method's median round by wall time gives the other columns.
         let picked: Vec<ClosedLoop> = runs
             .into_iter()
             .map(|mut r| {
@@ -692,7 +716,7 @@ fn server_table(
                 r.swap_remove(r.len() / 2)
             })
             .collect();
-        for ((name, _), run) in methods.iter().zip(&picked) {
+        for (m, ((name, _), run)) in methods.iter().zip(&picked).enumerate() {
             table.push(vec![
                 json!(clients),
                 json!(name),
@@ -705,15 +729,16 @@ fn server_table(
                     json!(null)
                 },
                 json!(run.tokens_per_s()),
-                json!(run.tokens_per_s() / picked[0].tokens_per_s()),
+                json!(speedups[m]),
                 json!(run.mean_latency().as_secs_f64()),
+                json!(spreads[m]),
                 json!(run.outputs == picked[0].outputs),
             ]);
         }
     }
     bar.finish_and_clear();
     table.notes.push(format!(
-        "Greedy, up to {max_tokens} tokens per request; every client sends the {} tasks one after another, each as soon as the previous finished, so that up to `clients` requests share each step. Continuous batching, {} threads, up to 16 sequences and 256 tokens per step; median of {rounds} rounds by wall time, every method run in each round (each round starting with another). Same tokens: every request's tokens equal the plain run's. Matrix kernels: {}.",
+        "Greedy, up to {max_tokens} tokens per request; every client sends the {} tasks one after another, each as soon as the previous finished, so that up to `clients` requests share each step. Continuous batching, {} threads, up to 16 sequences and 256 tokens per step; {rounds} rounds, every method run in each round (each round starting with another); throughput and latency from each method's median round, against plain: the median over rounds of the ratio within a round; round spread: (slowest − fastest) ÷ median wall time. Same tokens: every request's tokens equal the plain run's. Matrix kernels: {}.",
         tasks.len(),
         pool.n_threads(),
         chapters_code::kernels::path_summary()

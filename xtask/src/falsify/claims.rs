@@ -743,22 +743,12 @@ pub const CLAIMS: &[Claim] = &[
         statement: "Tiled attention gives the same logits bit for bit however a prompt is cut into steps (chunked prefill, decode split over key segments)",
         tables: &["flash-invariance"],
         check: |root| {
-            let Some(t) = table(root, "flash-invariance")? else {
-                return Ok(missing("flash-invariance"));
-            };
-            let rows = &t.table.rows;
-            let same = rows
-                .iter()
-                .filter(|r| r.get("same_bits") == Some(&serde_json::Value::Bool(true)))
-                .count();
-            let evidence = format!("{same} of {} ways give the same bits", rows.len());
-            Ok(if rows.is_empty() {
-                missing("flash-invariance")
-            } else if same == rows.len() {
-                Verdict::Holds(evidence)
-            } else {
-                Verdict::Falsified(evidence)
-            })
+            all_true(
+                root,
+                "flash-invariance",
+                "same_bits",
+                "ways give the same bits",
+            )
         },
     },
     Claim {
@@ -766,24 +756,7 @@ pub const CLAIMS: &[Claim] = &[
         chapter: "Speculative decoding",
         statement: "Greedy speculative decoding gives plain greedy decoding's tokens on every task, for every k and drafter verified",
         tables: &["spec-verify"],
-        check: |root| {
-            let Some(t) = table(root, "spec-verify")? else {
-                return Ok(missing("spec-verify"));
-            };
-            let rows = &t.table.rows;
-            let same = rows
-                .iter()
-                .filter(|r| r.get("same") == Some(&serde_json::Value::Bool(true)))
-                .count();
-            let evidence = format!("{same} of {} runs give the same tokens", rows.len());
-            Ok(if rows.is_empty() {
-                missing("spec-verify")
-            } else if same == rows.len() {
-                Verdict::Holds(evidence)
-            } else {
-                Verdict::Falsified(evidence)
-            })
-        },
+        check: |root| all_true(root, "spec-verify", "same", "runs give the same tokens"),
     },
     Claim {
         id: "SD-2",
@@ -924,6 +897,27 @@ fn longest_row(
                 .unwrap()
                 .total_cmp(&b["context"].as_f64().unwrap())
         })
+}
+
+/// Holds when every row of table `name` has `key` true (and there is at least one row);
+/// the evidence reads "N of M {what}".
+fn all_true(root: &Path, name: &str, key: &str, what: &str) -> Result<Verdict> {
+    let Some(t) = table(root, name)? else {
+        return Ok(missing(name));
+    };
+    let rows = &t.table.rows;
+    let yes = rows
+        .iter()
+        .filter(|r| r.get(key) == Some(&serde_json::Value::Bool(true)))
+        .count();
+    let evidence = format!("{yes} of {} {what}", rows.len());
+    Ok(if rows.is_empty() {
+        missing(name)
+    } else if yes == rows.len() {
+        Verdict::Holds(evidence)
+    } else {
+        Verdict::Falsified(evidence)
+    })
 }
 
 /// Holds when `value` is at least `floor`.
