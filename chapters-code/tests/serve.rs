@@ -638,6 +638,62 @@ async fn the_parity_suite_through_the_server_gives_llama_cpps_tokens_all_prompts
     parity_through(s, 1).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draft_model_file_speculates_and_a_bad_one_is_refused_at_start() {
+    use chapters_code::engine::DraftSource;
+    use chapters_code::speculative::DraftLength;
+    let Some(path) = assets::model_for_tests() else {
+        return;
+    };
+    // The model itself as the draft file: every greedy draft stands.
+    let file = |p: std::path::PathBuf| Speculation {
+        source: DraftSource::File(p),
+        length: DraftLength::Fixed(4),
+        max_batch: 16,
+    };
+    let Some(s) = start_with(
+        4,
+        Duration::from_secs(300),
+        64 << 10,
+        Some(file(path.clone())),
+    )
+    .await
+    else {
+        return;
+    };
+    let plain = start(4, Duration::from_secs(300)).await.unwrap();
+    let body = greedy("Repeat: one two three four five. Repeat: one two", 24);
+    let (a, b) = (
+        s.post("/v1/completions", &body).await,
+        plain.post("/v1/completions", &body).await,
+    );
+    assert_eq!(a.0, 200, "{}", a.1);
+    assert_eq!(a.1["choices"][0]["text"], b.1["choices"][0]["text"]);
+    let drafted = s.metric("prodml_draft_tokens").await;
+    assert!(drafted > 0.0, "the draft model drafted");
+    assert_eq!(s.metric("prodml_accepted_draft_tokens").await, drafted);
+    // A draft file that is not there: the server does not start, and says which file.
+    let config = ServerConfig {
+        model_id: MODEL_ID.into(),
+        max_body_bytes: 64 << 10,
+        request_timeout: Duration::from_secs(10),
+        log_requests: false,
+    };
+    let scheduler = SchedulerConfig {
+        kv_budget_bytes: 32 << 20,
+        speculation: Some(file("/nonexistent/draft.gguf".into())),
+        ..SchedulerConfig::default()
+    };
+    let err = app_state(&path, 1, scheduler, 4, config)
+        .err()
+        .expect("refused");
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("draft") && msg.contains("/nonexistent/draft.gguf"),
+        "{msg}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_speculating_server_still_gives_llama_cpps_tokens_and_counts_its_drafts() {
     // The same check with n-gram speculation in every step, on every second prompt of the
