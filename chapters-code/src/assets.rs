@@ -176,8 +176,26 @@ fn not_openable(
 /// file exported from one (its first bytes say which): both give the same index, so every demo
 /// runs on either.
 pub fn open_model(path: &std::path::Path) -> Result<crate::formats::Gguf, AssetError> {
+    open_model_given(path, "the model", "--model", Some("PRODML_MODEL"))
+}
+
+/// Opens a draft model given with `flag` (e.g. `--speculative draft:PATH`), as [`open_model`]
+/// does; its errors name that flag, not `--model`.
+pub fn open_draft_model(
+    path: &std::path::Path,
+    flag: &'static str,
+) -> Result<crate::formats::Gguf, AssetError> {
+    open_model_given(path, "the draft model", flag, None)
+}
+
+fn open_model_given(
+    path: &std::path::Path,
+    what: &'static str,
+    flag: &'static str,
+    env: Option<&'static str>,
+) -> Result<crate::formats::Gguf, AssetError> {
     let ours = models_dir().join(MODEL.file_name);
-    if let Some(e) = not_openable(path, "the model", &ours, "--model", Some("PRODML_MODEL")) {
+    if let Some(e) = not_openable(path, what, &ours, flag, env) {
         return Err(e);
     }
     let mut head = [0u8; 4];

@@ -35,6 +35,7 @@ pub mod kernels;
 pub mod kv;
 pub mod model;
 pub mod parity;
+pub mod prune;
 pub mod quant;
 pub mod reference;
 pub mod sampling;

@@ -692,6 +692,11 @@ async fn a_draft_model_file_speculates_and_a_bad_one_is_refused_at_start() {
         msg.contains("draft") && msg.contains("/nonexistent/draft.gguf"),
         "{msg}"
     );
+    // The flag that gave the path, not the target's.
+    assert!(
+        msg.contains("--speculative draft:PATH") && !msg.contains("--model"),
+        "{msg}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -278,6 +278,11 @@ pub fn run(root: &Path, filter: Option<&str>) -> Result<Vec<PathBuf>> {
 /// Runs a demo in release mode and returns its JSON report, with the provenance's command set
 /// to the exact cargo command that ran it.
 pub fn run_demo(root: &Path, job: &DemoJob) -> Result<Report> {
+    run_demo_with(root, job.bin, job.args)
+}
+
+/// [`run_demo`] with arguments made at run time.
+pub fn run_demo_with<S: AsRef<str>>(root: &Path, bin: &str, demo_args: &[S]) -> Result<Report> {
     let mut args = vec![
         "run",
         "--release",
@@ -285,10 +290,10 @@ pub fn run_demo(root: &Path, job: &DemoJob) -> Result<Report> {
         "-p",
         "chapters-code",
         "--bin",
-        job.bin,
+        bin,
         "--",
     ];
-    args.extend(job.args);
+    args.extend(demo_args.iter().map(AsRef::as_ref));
     eprintln!("== cargo {}", args.join(" "));
     let out = Command::new(cargo())
         .current_dir(root)
@@ -297,10 +302,10 @@ pub fn run_demo(root: &Path, job: &DemoJob) -> Result<Report> {
         .output()
         .context("running a demo")?;
     if !out.status.success() {
-        bail!("{} failed ({})", job.bin, out.status);
+        bail!("{bin} failed ({})", out.status);
     }
     let mut report: Report = serde_json::from_slice(&out.stdout)
-        .with_context(|| format!("{} did not print a JSON report", job.bin))?;
+        .with_context(|| format!("{bin} did not print a JSON report"))?;
     report.provenance.command =
         format!("cargo {}", command_line(args.iter().map(|s| s.to_string())));
     Ok(report)

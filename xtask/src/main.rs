@@ -33,6 +33,7 @@ enum Cmd {
         only: Option<String>,
         /// Also measure a peer on the same machine and workload (`llama-cpp`: builds
         /// llama-cpp-python from source on first use, or uses $PRODML_LLAMA_CPP_PYTHON).
+        /// --only picks among the peer's jobs too (peer-llama-cpp, -flash, -lookup).
         #[arg(long, value_parser = ["llama-cpp"])]
         peer: Option<String>,
     },
@@ -88,8 +89,11 @@ fn main() -> Result<()> {
         Cmd::Bench { only, peer } => {
             let mut written = bench::run(&root, only.as_deref())?;
             if peer.as_deref() == Some("llama-cpp") {
-                written.push(peers::llama_cpp(&root)?);
-                written.push(peers::llama_cpp_flash(&root)?);
+                for (name, job) in peers::LLAMA_CPP_JOBS {
+                    if only.as_deref().is_none_or(|f| name.contains(f)) {
+                        written.push(job(&root)?);
+                    }
+                }
             }
             for path in &written {
                 println!("wrote {}", path.display());

@@ -2,11 +2,11 @@
 //! pass. By default: one input-grounded task decoded plainly and with n-gram drafts, side by
 //! side — the same text, fewer passes of the model.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use chapters_code::assets;
 use chapters_code::demo::{Column, DemoArgs, ModelArgs, Provenance, Report, Table, progress};
 use chapters_code::engine::closed_loop::{self, ClosedLoop};
-use chapters_code::engine::speculation::DEFAULT_MAX_BATCH;
+use chapters_code::engine::speculation::{self, DEFAULT_MAX_BATCH};
 use chapters_code::engine::{DraftSource, Scheduler, SchedulerConfig, Speculation};
 use chapters_code::generate::{self, Generation, Request, default_stop_tokens};
 use chapters_code::kernels::pool::ThreadPool;
@@ -46,7 +46,11 @@ struct Cli {
     /// The drafter: `ngram` (prompt lookup), `self:N` (the model's first N blocks), or
     /// `draft:PATH` (a GGUF model with the same vocabulary).
     #[arg(long, default_value = "ngram")]
-    drafter: String,
+    drafter: DraftSource,
+
+    /// The task of the default run (not of --verify or --benchmark, which run them all).
+    #[arg(long, default_value = "quote", value_parser = TASKS)]
+    task: String,
 
     /// Adapt the draft length to the verdicts (grow while drafts stand, back off to no draft
     /// while they fall), up to --k.
@@ -69,6 +73,9 @@ struct Task {
     grounded: bool,
     prompt: Vec<TokenId>,
 }
+
+/// The tasks' names, in the order `tasks` returns them.
+const TASKS: [&str; 5] = ["quote", "summarize", "edit-text", "edit-code", "chat"];
 
 /// The tasks: four that work on a given text or code, one free chat question.
 fn tasks(tokenizer: &Tokenizer, text: &str) -> Result<Vec<Task>> {
@@ -107,6 +114,7 @@ fn tasks(tokenizer: &Tokenizer, text: &str) -> Result<Vec<Task>> {
             "What are three good habits for learning a new language?".to_string(),
         ),
     ];
+    debug_assert!(specs.iter().map(|s| s.0).eq(TASKS));
     specs
         .into_iter()
         .map(|(name, grounded, content)| {
@@ -122,43 +130,35 @@ fn tasks(tokenizer: &Tokenizer, text: &str) -> Result<Vec<Task>> {
         .collect()
 }
 
-/// A drafter built from `--drafter`.
+/// A drafter built from `--drafter`, checked against the target (the server's own parsing and
+/// checks: `DraftSource`, `speculation::draft_model`).
 fn drafter<'g>(
-    spec: &str,
+    source: &DraftSource,
     model: &Llama<'g>,
     draft_file: Option<&'g chapters_code::formats::Gguf>,
 ) -> Result<Box<dyn Drafter + 'g>> {
-    if spec == "ngram" {
-        return Ok(Box::new(NgramDrafter::default()));
+    let loaded = match draft_file {
+        Some(gguf) => Some(Llama::load(gguf).context("loading the draft model")?),
+        None => None,
+    };
+    let label = match source {
+        DraftSource::Ngram => return Ok(Box::new(NgramDrafter::default())),
+        DraftSource::SelfDraft(n) => format!("self-draft ({n} of {} blocks)", model.layers.len()),
+        DraftSource::File(path) => format!("draft model {}", path.display()),
+    };
+    let draft = speculation::draft_model(model, source, loaded)
+        .with_context(|| format!("--drafter {}", describe(source)))?
+        .context("a model drafter without a model")?;
+    Ok(Box::new(ModelDrafter::new(draft, label)))
+}
+
+/// `source` as `--drafter` spells it.
+fn describe(source: &DraftSource) -> String {
+    match source {
+        DraftSource::Ngram => "ngram".into(),
+        DraftSource::SelfDraft(n) => format!("self:{n}"),
+        DraftSource::File(path) => format!("draft:{}", path.display()),
     }
-    if let Some(n) = spec.strip_prefix("self:") {
-        let n: usize = n
-            .parse()
-            .with_context(|| format!("--drafter {spec}: N must be a number of blocks"))?;
-        let draft = self_draft(model, n)?;
-        return Ok(Box::new(ModelDrafter::new(
-            draft,
-            format!("self-draft ({n} of {} blocks)", model.layers.len()),
-        )));
-    }
-    if let Some(path) = spec.strip_prefix("draft:") {
-        let Some(gguf) = draft_file else {
-            bail!("--drafter {spec}: the draft model's file is not open");
-        };
-        let draft = Llama::load(gguf).context("loading the draft model")?;
-        if draft.config.vocab_size != model.config.vocab_size {
-            bail!(
-                "--drafter {spec}: the draft model's vocabulary has {} tokens, the target's {}",
-                draft.config.vocab_size,
-                model.config.vocab_size
-            );
-        }
-        return Ok(Box::new(ModelDrafter::new(
-            draft,
-            format!("draft model {path}"),
-        )));
-    }
-    bail!("--drafter {spec}: expected ngram, self:N or draft:PATH")
 }
 
 fn request(task: &Task, max_tokens: usize, stop_tokens: &[TokenId]) -> Request {
@@ -177,9 +177,9 @@ fn demo() -> Result<()> {
     let gguf = assets::open_model(&model_path)?;
     let model = Llama::load(&gguf).with_context(|| format!("loading {}", model_path.display()))?;
     let tokenizer = Tokenizer::from_gguf(&gguf)?;
-    let draft_gguf = match cli.drafter.strip_prefix("draft:") {
-        Some(path) => Some(assets::open_model(std::path::Path::new(path))?),
-        None => None,
+    let draft_gguf = match &cli.drafter {
+        DraftSource::File(path) => Some(assets::open_draft_model(path, "--drafter draft:PATH")?),
+        _ => None,
     };
     let mut chosen = drafter(&cli.drafter, &model, draft_gguf.as_ref())?;
     let text = assets::read_text(&assets::perplexity_text_path())?;
@@ -194,8 +194,12 @@ fn demo() -> Result<()> {
         DraftLength::Fixed(k)
     };
 
-    // The default run: the quote task, plain and speculative.
-    let quote = request(&tasks[0], max_tokens, &stops);
+    // The default run: one task (--task), plain and speculative.
+    let task = tasks
+        .iter()
+        .find(|t| t.name == cli.task)
+        .context("--task names one of the tasks")?;
+    let quote = request(task, max_tokens, &stops);
     let plain = generate::generate(&model, &tokenizer, &pool, &quote, |_| {})?;
     let (spec, stats) = generate_speculative(
         &model,
@@ -231,7 +235,11 @@ fn demo() -> Result<()> {
             "threads": threads,
             "k": k,
             "drafter": chosen.name(),
-            "task": tasks[0].name,
+            "task": task.name,
+            "prompt_ids": task.prompt,
+            "stop_ids": stops,
+            "max_tokens": max_tokens,
+            "generated_ids": spec.generated_ids,
             "same_tokens": same,
             "plain_passes": plain.generated_ids.len().saturating_sub(1),
             "target_passes": stats.target_passes,
@@ -245,7 +253,7 @@ fn demo() -> Result<()> {
         verified,
     };
     report.emit(cli.demo.output, |out| {
-        writeln!(out, "task \"{}\" ({} prompt tokens), greedy, {} threads", tasks[0].name, tasks[0].prompt.len(), threads)?;
+        writeln!(out, "task \"{}\" ({} prompt tokens), greedy, {} threads", task.name, task.prompt.len(), threads)?;
         writeln!(out, "answer: {}", spec.text.trim())?;
         writeln!(
             out,
@@ -530,7 +538,11 @@ fn tasks_table(
                     let mut d = if name == "plain" {
                         None
                     } else {
-                        Some(drafter(name, model, None)?)
+                        Some(drafter(
+                            &name.parse().map_err(anyhow::Error::msg)?,
+                            model,
+                            None,
+                        )?)
                     };
                     let start = Instant::now();
                     let result = match d.as_mut() {

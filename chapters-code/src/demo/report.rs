@@ -97,6 +97,19 @@ pub struct Table {
 /// Most columns a Markdown table of the book shows side by side; wider ones are split.
 pub const MARKDOWN_COLUMNS: usize = 8;
 
+/// How many leading columns each part of a split table repeats: the fewest whose cells tell
+/// every row apart (task, threads and method, say), at most half of [`MARKDOWN_COLUMNS`]; one
+/// when no such prefix is that short.
+fn key_columns(cells: &[Vec<String>], columns: usize) -> usize {
+    let most = (MARKDOWN_COLUMNS / 2).min(columns.saturating_sub(1)).max(1);
+    (1..=most)
+        .find(|&n| {
+            let mut seen = std::collections::HashSet::new();
+            cells.iter().all(|row| seen.insert(&row[..n]))
+        })
+        .unwrap_or(1)
+}
+
 impl Table {
     pub fn new(name: &str, title: &str, columns: Vec<Column>) -> Table {
         Table {
@@ -134,20 +147,21 @@ impl Table {
 
     /// A GitHub-flavoured Markdown table (pipes in cells escaped).
     pub fn to_markdown(&self) -> String {
-        // A table wider than a laptop's column is split: the first (key) column, then at most
-        // MARKDOWN_COLUMNS - 1 others per part.
-        let others: Vec<usize> = (1..self.columns.len()).collect();
+        // A table wider than a laptop's column is split: its key columns, then at most
+        // MARKDOWN_COLUMNS - keys others per part.
         let cells = self.cells();
         let parts: Vec<Vec<usize>> = if self.columns.len() <= MARKDOWN_COLUMNS {
             vec![(0..self.columns.len()).collect()]
         } else {
-            let per = MARKDOWN_COLUMNS - 1;
+            let keys = key_columns(&cells, self.columns.len());
+            let others: Vec<usize> = (keys..self.columns.len()).collect();
+            let per = MARKDOWN_COLUMNS - keys;
             let n = others.len().div_ceil(per);
             // Even parts: 11 other columns in 2 parts of 6 and 5, not 7 and 4.
             let size = others.len().div_ceil(n);
             others
                 .chunks(size)
-                .map(|c| std::iter::once(0).chain(c.iter().copied()).collect())
+                .map(|c| (0..keys).chain(c.iter().copied()).collect())
                 .collect()
         };
         let esc = |s: &str| s.replace('|', "\\|");
@@ -317,6 +331,28 @@ mod tests {
                 .all(|p| p.lines().next().unwrap().matches(" | ").count() < MARKDOWN_COLUMNS)
         );
         assert_eq!(sample().to_markdown().matches("| What |").count(), 1);
+    }
+
+    #[test]
+    fn a_split_table_repeats_the_columns_that_tell_its_rows_apart() {
+        let columns: Vec<Column> = (0..10)
+            .map(|i| Column::new(&format!("c{i}"), &format!("C{i}")))
+            .collect();
+        let mut t = Table::new("wide", "Wide", columns);
+        // C0 repeats; C0 and C1 together name each row.
+        for (a, b) in [(1, "plain"), (1, "ngram"), (2, "plain"), (2, "ngram")] {
+            t.push(
+                [json!(a), json!(b)]
+                    .into_iter()
+                    .chain((2..10).map(|i| json!(i)))
+                    .collect(),
+            );
+        }
+        let md = t.to_markdown();
+        let parts: Vec<&str> = md.split("\n\n").collect();
+        assert_eq!(parts.len(), 2, "{md}");
+        assert!(parts.iter().all(|p| p.starts_with("| C0 | C1 | C")), "{md}");
+        assert!(parts[1].contains("| 2 | ngram |"), "{md}");
     }
 
     #[test]

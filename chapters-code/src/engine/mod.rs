@@ -13,7 +13,7 @@ mod spec_tests;
 #[cfg(test)]
 mod tests;
 
-pub use runner::{Runner, RunnerStats, SubmitError};
+pub use runner::{Runner, RunnerStats, StartError, SubmitError};
 pub use scheduler::{Policy, Scheduler, SchedulerConfig, StepReport};
 pub use speculation::{DraftSource, Speculation};
 

@@ -108,22 +108,42 @@ pub fn check_kv_budget(budget_bytes: usize, usable: Option<u64>) -> Result<(), M
     }
 }
 
+/// Why the engine did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// The speculation settings: a self-draft with too many blocks, a draft file that is
+    /// missing, unreadable or does not share the target's vocabulary.
+    #[error("{0}")]
+    Draft(String),
+}
+
+/// A [`ModelError`] about the drafter, without `BadConfig`'s "inconsistent hyper-parameters".
+fn draft_error(e: ModelError) -> StartError {
+    StartError::Draft(match e {
+        ModelError::BadConfig(message) => message,
+        e => e.to_string(),
+    })
+}
+
 /// Checks the speculation settings against the target; opens and checks a draft model file.
 fn open_draft(
     target: &Llama,
     speculation: Option<&Speculation>,
-) -> Result<Option<Gguf>, ModelError> {
+) -> Result<Option<Gguf>, StartError> {
     let Some(spec) = speculation else {
         return Ok(None);
     };
     let DraftSource::File(path) = &spec.source else {
-        super::speculation::draft_model(target, &spec.source, None)?;
+        super::speculation::draft_model(target, &spec.source, None).map_err(draft_error)?;
         return Ok(None);
     };
-    let gguf = crate::assets::open_model(path)
-        .map_err(|e| ModelError::BadConfig(format!("the draft model: {e}")))?;
-    let draft = Llama::load(&gguf)?;
-    super::speculation::draft_model(target, &spec.source, Some(draft))?;
+    let gguf = crate::assets::open_draft_model(path, "--speculative draft:PATH")
+        .map_err(|e| StartError::Draft(format!("the draft model: {e}")))?;
+    let draft = Llama::load(&gguf)
+        .map_err(|e| StartError::Draft(format!("the draft model {}: {e}", path.display())))?;
+    super::speculation::draft_model(target, &spec.source, Some(draft)).map_err(draft_error)?;
     Ok(Some(gguf))
 }
 
@@ -135,7 +155,7 @@ impl Runner {
         threads: usize,
         config: SchedulerConfig,
         max_in_flight: usize,
-    ) -> Result<Runner, ModelError> {
+    ) -> Result<Runner, StartError> {
         // Validate on this thread so that errors reach the caller.
         let probe = Llama::load(&gguf)?;
         let draft_gguf = open_draft(&probe, config.speculation.as_ref())?;

@@ -106,6 +106,14 @@ pub fn depends_on(name: &str) -> Vec<&'static str> {
         ),
         n if n.starts_with("flash-") => (true, &["chapters-code/src/bin/demo-flash-attention.rs"]),
         "peer-llama-cpp-flash" => (false, &["xtask/src/peers"]),
+        "peer-llama-cpp-lookup" => (
+            true,
+            &[
+                "chapters-code/src/speculative",
+                "chapters-code/src/bin/demo-speculative-decode.rs",
+                "xtask/src/peers",
+            ],
+        ),
         n if n.starts_with("spec-") => (
             true,
             &[

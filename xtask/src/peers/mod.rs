@@ -2,6 +2,20 @@
 //! are optional (`cargo xtask bench --peer llama-cpp`): building them takes long and needs more
 //! than the book itself, so neither the tests nor CI depend on them.
 
+mod lookup;
+
+pub use lookup::llama_cpp_lookup;
+
+/// A peer's job: measures, writes its results file, returns the path.
+pub type Job = fn(&Path) -> Result<PathBuf>;
+
+/// `cargo xtask bench --peer llama-cpp`'s jobs, by the table each writes.
+pub const LLAMA_CPP_JOBS: [(&str, Job); 3] = [
+    ("peer-llama-cpp", llama_cpp),
+    ("peer-llama-cpp-flash", llama_cpp_flash),
+    ("peer-llama-cpp-lookup", llama_cpp_lookup),
+];
+
 use crate::bench_file::BenchFile;
 use anyhow::{Context, Result, bail};
 use chapters_code::demo::{Column, Provenance, Table};
