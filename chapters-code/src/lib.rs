@@ -34,6 +34,7 @@ pub mod hw;
 pub mod kernels;
 pub mod kv;
 pub mod model;
+pub mod obs;
 pub mod parity;
 pub mod prune;
 pub mod quant;

@@ -209,6 +209,20 @@ fn every_demo_explains_its_flags() {
             ][..],
         ),
         (
+            env!("CARGO_BIN_EXE_demo-pruning"),
+            &[
+                "--methods",
+                "--patterns",
+                "--chunks",
+                "--calibration-chunks",
+                "--drop-blocks",
+                "--ffn-keep",
+                "--write",
+                "--benchmark",
+                "--verify",
+            ][..],
+        ),
+        (
             env!("CARGO_BIN_EXE_demo-throughput-bench"),
             &["--concurrency", "--max-tokens", "--url", "--time-limit-s"][..],
         ),

@@ -92,6 +92,10 @@ pub const DEMOS: &[DemoJob] = &[
         args: &["--output", "json", "--verify", "--chunks", "8"],
     },
     DemoJob {
+        bin: "demo-pruning",
+        args: &["--benchmark", "--output", "json", "--verify"],
+    },
+    DemoJob {
         bin: "demo-apr-format",
         args: &["--benchmark", "--output", "json", "--verify"],
     },

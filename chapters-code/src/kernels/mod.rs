@@ -4,6 +4,7 @@
 //! pool of parked threads.
 
 pub mod ggml_exp;
+pub mod gram;
 pub mod matmul;
 pub mod multiversion;
 pub mod pool;

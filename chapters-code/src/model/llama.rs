@@ -61,6 +61,11 @@ pub enum Site {
     FfnInput,
     /// SwiGLU's output, input of down (`ffn_dim` wide).
     DownInput,
+    /// The attention's output, input of the output projection (`dim` wide).
+    AttnOutput,
+    /// The residual stream entering block `layer` (`dim` wide); layer `n_layers` is the stream
+    /// after the last block, before the final norm.
+    BlockInput,
 }
 
 /// Which positions' logits a forward call returns.
@@ -258,6 +263,7 @@ impl<'a> Llama<'a> {
         // ANCHOR_END: forward_batch
 
         for (li, layer) in self.layers.iter().enumerate() {
+            observe(li, Site::BlockInput, &x);
             // Attention block.
             rmsnorm(&x, layer.attn_norm, c.rms_eps, &mut xn);
             observe(li, Site::AttnInput, &xn);
@@ -304,6 +310,7 @@ impl<'a> Llama<'a> {
                 firsts: &firsts,
             };
             attention::attend(self.attention, pool, &step, &mut att);
+            observe(li, Site::AttnOutput, &att);
             matmul(
                 pool,
                 &layer.wo,
@@ -333,6 +340,7 @@ impl<'a> Llama<'a> {
             );
             add_in_place(&mut x, &proj);
         }
+        observe(self.layers.len(), Site::BlockInput, &x);
         for (s, step) in steps.iter().enumerate() {
             kv.commit(s, step.tokens.len());
         }

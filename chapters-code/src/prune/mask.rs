@@ -14,14 +14,27 @@
 pub enum Method {
     Magnitude,
     Wanda,
+    /// Pruned and repaired with the inputs' Hessians ([`super::sparsegpt`]); its mask is not a
+    /// score of the original weights, so [`scores`] treats it as magnitude.
+    SparseGpt,
 }
 
 impl Method {
+    pub const ALL: [Method; 3] = [Method::Magnitude, Method::Wanda, Method::SparseGpt];
+
     pub fn name(self) -> &'static str {
         match self {
             Method::Magnitude => "magnitude",
             Method::Wanda => "Wanda",
+            Method::SparseGpt => "SparseGPT",
         }
+    }
+
+    /// Parses a name as [`Method::name`] prints it (case-insensitive).
+    pub fn parse(name: &str) -> Option<Method> {
+        Method::ALL
+            .into_iter()
+            .find(|m| m.name().eq_ignore_ascii_case(name))
     }
 }
 

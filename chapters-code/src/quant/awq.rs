@@ -67,17 +67,21 @@ impl ChannelStats {
     }
 }
 
-/// Statistics of the three calibrated inputs of every layer: attention, feed-forward, down.
+/// Statistics of the calibrated inputs of every layer: attention, feed-forward, down, and the
+/// attention output projection's (AWQ scales the first three; Wanda scores all four).
 #[derive(Debug, Clone)]
 pub struct Calibration {
-    pub layers: Vec<[ChannelStats; 3]>,
+    pub layers: Vec<[ChannelStats; 4]>,
 }
 
-fn site_index(site: Site) -> usize {
+/// The index of a calibrated site in [`Calibration::layers`]; `None` for the residual stream.
+fn site_index(site: Site) -> Option<usize> {
     match site {
-        Site::AttnInput => 0,
-        Site::FfnInput => 1,
-        Site::DownInput => 2,
+        Site::AttnInput => Some(0),
+        Site::FfnInput => Some(1),
+        Site::DownInput => Some(2),
+        Site::AttnOutput => Some(3),
+        Site::BlockInput => None,
     }
 }
 
@@ -107,7 +111,9 @@ pub fn calibrate(
             } else {
                 c.dim
             };
-            cal.layers[layer][site_index(site)].add(rows, width);
+            if let Some(i) = site_index(site) {
+                cal.layers[layer][i].add(rows, width);
+            }
         })?;
     }
     Ok(cal)

@@ -3,6 +3,7 @@
 pub mod awq;
 pub mod blocks;
 pub mod f16;
+pub mod gptq;
 pub mod kquants;
 pub mod nf4;
 pub mod q5_0;

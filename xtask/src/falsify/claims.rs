@@ -527,30 +527,28 @@ pub const CLAIMS: &[Claim] = &[
     Claim {
         id: "QZ-2",
         chapter: "Quantization",
-        statement: "Q4_K compresses the model at least 3.5× against F16 with a perplexity at most 10% worse",
-        tables: &["quantization-formats"],
+        statement: "A 4-bit model (Q4_0 everywhere, rounded by GPTQ) compresses at least 3.5× against F16 with a perplexity at most 10% worse",
+        tables: &["prune-gptq"],
         check: |root| {
-            let Some(t) = table(root, "quantization-formats")? else {
-                return Ok(missing("quantization-formats"));
+            let Some(t) = table(root, "prune-gptq")? else {
+                return Ok(missing("prune-gptq"));
             };
-            let ratio = t.table.lookup("format", "Q4_K", "vs_f16");
-            let dppl = t.table.lookup("format", "Q4_K", "dppl");
+            let ratio = t.table.lookup("recipe", "Q4_0, GPTQ", "vs_f16");
+            let dppl = t.table.lookup("recipe", "Q4_0, GPTQ", "dppl");
+            let rtn = t.table.lookup("recipe", "Q4_0, round to nearest", "dppl");
             Ok(match (ratio, dppl) {
-                (Some(r), _) if r < QZ2_COMPRESSION_X => Verdict::Falsified(format!(
-                    "{r:.2}× against F16: this model's rows of 576 are not whole 256-weight blocks, so most matrices fall back to Q5_0"
-                )),
                 (Some(r), Some(d)) => {
-                    let evidence = format!("{r:.2}× against F16, ΔPPL {d:+.2}%");
-                    if d <= QZ2_DPPL_PCT {
+                    let evidence = format!(
+                        "{r:.2}× against F16, ΔPPL {d:+.2}% (round to nearest: {})",
+                        rtn.map_or("not measured".into(), |x| format!("{x:+.2}%"))
+                    );
+                    if r >= QZ2_COMPRESSION_X && d <= QZ2_DPPL_PCT {
                         Verdict::Holds(evidence)
                     } else {
                         Verdict::Falsified(evidence)
                     }
                 }
-                (Some(r), None) => Verdict::NotMeasured(format!(
-                    "{r:.2}× against F16; perplexity needs the Q4_K kernels"
-                )),
-                _ => missing("quantization-formats"),
+                _ => missing("prune-gptq"),
             })
         },
     },
@@ -655,6 +653,38 @@ pub const CLAIMS: &[Claim] = &[
                 Verdict::Holds(evidence)
             } else {
                 Verdict::Falsified(evidence)
+            })
+        },
+    },
+    Claim {
+        id: "PR-1",
+        chapter: "Pruning",
+        statement: "At 50% sparsity, Wanda's held-out perplexity is lower than magnitude pruning's",
+        tables: &["prune-sparsity"],
+        check: |root| {
+            let Some(t) = table(root, "prune-sparsity")? else {
+                return Ok(missing("prune-sparsity"));
+            };
+            let ppl = |method: &str| {
+                t.table
+                    .rows
+                    .iter()
+                    .find(|r| {
+                        r.get("method").and_then(|v| v.as_str()) == Some(method)
+                            && r.get("pattern").and_then(|v| v.as_str()) == Some("50%")
+                    })
+                    .and_then(|r| r.get("ppl")?.as_f64())
+            };
+            Ok(match (ppl("Wanda"), ppl("magnitude")) {
+                (Some(w), Some(m)) => {
+                    let evidence = format!("Wanda {w:.1} against magnitude {m:.1}");
+                    if w < m {
+                        Verdict::Holds(evidence)
+                    } else {
+                        Verdict::Falsified(evidence)
+                    }
+                }
+                _ => missing("prune-sparsity"),
             })
         },
     },

@@ -123,6 +123,15 @@ pub fn depends_on(name: &str) -> Vec<&'static str> {
                 "chapters-code/src/bin/demo-speculative-decode.rs",
             ],
         ),
+        n if n.starts_with("prune-") => (
+            true,
+            &[
+                "chapters-code/src/prune",
+                "chapters-code/src/obs",
+                "chapters-code/src/eval",
+                "chapters-code/src/bin/demo-pruning.rs",
+            ],
+        ),
         "coverage" => (false, &["chapters-code", "xtask"]),
         _ => (false, &["chapters-code/src"]),
     };

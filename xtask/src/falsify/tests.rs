@@ -169,6 +169,8 @@ fn claim_cases() -> Vec<(&'static str, Files, Files)> {
         )]
     };
     let formats = |rows: Value| vec![("quantization-formats", rows)];
+    let gptq = |rows: Value| vec![("prune-gptq", rows)];
+    let sparsity = |rows: Value| vec![("prune-sparsity", rows)];
     let kv_cache = |dppl: f64| {
         vec![(
             "quantization-kv-cache",
@@ -289,11 +291,25 @@ fn claim_cases() -> Vec<(&'static str, Files, Files)> {
         ),
         (
             "QZ-2",
-            formats(
-                json!([{"format": "Q8_0", "vs_f16": 1.9, "dppl": 0.1}, {"format": "Q4_K", "vs_f16": 3.6, "dppl": 5.0}]),
+            gptq(
+                json!([{"recipe": "Q4_0, round to nearest", "vs_f16": 3.56, "dppl": 25.0},
+                        {"recipe": "Q4_0, GPTQ", "vs_f16": 3.56, "dppl": 8.0}]),
             ),
-            formats(
-                json!([{"format": "Q4_0", "vs_f16": 3.7, "dppl": 5.0}, {"format": "Q4_K", "vs_f16": 3.6, "dppl": 12.0}]),
+            gptq(
+                json!([{"recipe": "Q4_0, round to nearest", "vs_f16": 3.56, "dppl": 25.0},
+                        {"recipe": "Q4_0, GPTQ", "vs_f16": 3.56, "dppl": 12.0}]),
+            ),
+        ),
+        (
+            "PR-1",
+            sparsity(
+                json!([{"method": "magnitude", "pattern": "50%", "ppl": 600.0},
+                            {"method": "Wanda", "pattern": "70%", "ppl": 900.0},
+                            {"method": "Wanda", "pattern": "50%", "ppl": 70.0}]),
+            ),
+            sparsity(
+                json!([{"method": "magnitude", "pattern": "50%", "ppl": 60.0},
+                            {"method": "Wanda", "pattern": "50%", "ppl": 70.0}]),
             ),
         ),
         (

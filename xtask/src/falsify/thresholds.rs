@@ -20,7 +20,7 @@ pub const TP1_SCALING_X: f64 = 2.0;
 pub const ST1_SLOWDOWN_PCT: f64 = 10.0;
 /// QZ-1: requantizing to Q8_0 changes perplexity by less than this, in percent.
 pub const QZ1_DPPL_PCT: f64 = 1.0;
-/// QZ-2: Q4_K's compression against F16…
+/// QZ-2: a 4-bit model's compression against F16…
 pub const QZ2_COMPRESSION_X: f64 = 3.5;
 /// …with a perplexity at most this many percent worse.
 pub const QZ2_DPPL_PCT: f64 = 10.0;
