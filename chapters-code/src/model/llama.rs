@@ -209,6 +209,28 @@ impl<'a> Llama<'a> {
         self.forward_batch_observed(pool, kv, steps, &mut |_, _, _| {})
     }
 
+    /// Runs `tokens`, cut into whole chunks of `ctx` (each on a fresh cache, the rest
+    /// dropped), through the model for what `observe` sees (see
+    /// [`Llama::forward_batch_observed`]): how calibration reads a text.
+    pub fn observe_chunks(
+        &self,
+        pool: &ThreadPool,
+        tokens: &[TokenId],
+        ctx: usize,
+        observe: &mut dyn FnMut(usize, Site, &[f32]),
+    ) -> Result<(), ModelError> {
+        let mut cache = KvCache::with_limit(&self.config, ctx);
+        for chunk in tokens.chunks_exact(ctx) {
+            cache.clear();
+            let step = SeqStep {
+                tokens: chunk,
+                logits: Logits::Last,
+            };
+            self.forward_batch_observed(pool, &mut cache, &[step], observe)?;
+        }
+        Ok(())
+    }
+
     // ANCHOR: forward_batch
     /// [`Llama::forward_batch`], showing `observe(layer, site, rows)` the input of the weight
     /// matrices at each [`Site`] (`rows`: one row per token, `dim` or `ffn_dim` wide) — what

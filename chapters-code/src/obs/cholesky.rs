@@ -84,7 +84,8 @@ fn row_tasks(m: &mut [f64], n: usize, from: usize, per_task: usize) -> Vec<Mutex
 pub fn cholesky(pool: &ThreadPool, mut a: Vec<f64>, n: usize) -> Result<Vec<f64>, ObsError> {
     for j in 0..n {
         let pivot = a[j * n + j] - dot(&a[j * n..j * n + j], &a[j * n..j * n + j]);
-        if !(pivot > 0.0) {
+        // A NaN pivot fails too.
+        if pivot.is_nan() || pivot <= 0.0 {
             return Err(ObsError::NotPositiveDefinite(j));
         }
         let d = pivot.sqrt();

@@ -10,7 +10,7 @@ use super::ObsError;
 use super::cholesky::InverseFactor;
 use crate::kernels::gram::gram;
 use crate::kernels::pool::ThreadPool;
-use crate::model::{KvCache, Llama, Logits, ModelError, SeqStep, Site};
+use crate::model::{Llama, ModelError, Site};
 use crate::tokenizer::TokenId;
 
 /// GPTQ's default dampening: 1% of the Hessian's mean diagonal.
@@ -104,19 +104,11 @@ pub fn collect_hessians(
     let mut layers: Vec<[Hessian; 4]> = (0..c.n_layers)
         .map(|_| INPUTS.map(|s| Hessian::new(width(s))))
         .collect();
-    let mut cache = KvCache::with_limit(c, ctx);
-    for chunk in tokens.chunks_exact(ctx) {
-        cache.clear();
-        let step = SeqStep {
-            tokens: chunk,
-            logits: Logits::Last,
-        };
-        model.forward_batch_observed(pool, &mut cache, &[step], &mut |layer, site, rows| {
-            if let Some(i) = INPUTS.iter().position(|s| *s == site) {
-                layers[layer][i].add(pool, rows);
-            }
-        })?;
-    }
+    model.observe_chunks(pool, tokens, ctx, &mut |layer, site, rows| {
+        if let Some(i) = INPUTS.iter().position(|s| *s == site) {
+            layers[layer][i].add(pool, rows);
+        }
+    })?;
     Ok(Hessians { layers })
 }
 
@@ -180,10 +172,10 @@ mod tests {
         assert_eq!(h.tokens, 2);
         let (d, dead) = h.damped(0.1).unwrap();
         assert_eq!(dead, [false, false, true]);
-        // 2/N · XᵀX = [[10, 1], [1, 5]]; mean diagonal (10 + 5 + 1) / 3.
+        // 2/N · XᵀX = [[10, −1], [−1, 5]] (and 1 for the dead channel); mean diagonal 16 / 3.
         let extra = 0.1 * 16.0 / 3.0;
         assert!((d[0] - (10.0 + extra)).abs() < 1e-9);
-        assert!((d[1] - 1.0).abs() < 1e-9);
+        assert!((d[1] + 1.0).abs() < 1e-9);
         assert!((d[4] - (5.0 + extra)).abs() < 1e-9);
         assert!((d[8] - (1.0 + extra)).abs() < 1e-9);
         assert_eq!(Hessian::new(2).damped(0.01), Err(ObsError::NoTokens));

@@ -20,6 +20,8 @@
 pub mod cholesky;
 pub mod hessian;
 pub mod sweep;
+#[cfg(test)]
+pub(crate) mod test_inputs;
 
 pub use cholesky::InverseFactor;
 pub use hessian::{DAMP, Hessian, Hessians, LayerFactors, collect_hessians};

@@ -15,7 +15,7 @@ use super::model::{dequantized, input_of};
 use crate::formats::gguf::Value;
 use crate::formats::{GgmlType, Gguf, GgufWriter};
 use crate::kernels::pool::ThreadPool;
-use crate::model::{KvCache, Llama, Logits, ModelError, SeqStep, Site};
+use crate::model::{Llama, ModelError, Site};
 use crate::quant::QK;
 use crate::quant::awq::Calibration;
 use crate::quant::requantize::Target;
@@ -32,27 +32,20 @@ pub fn block_influence(
     let (n, d) = (model.config.n_layers, model.config.dim);
     let mut sum = vec![0.0f64; n];
     let mut count = 0u64;
-    let mut cache = KvCache::with_limit(&model.config, ctx);
-    for chunk in tokens.chunks_exact(ctx) {
-        cache.clear();
-        let mut previous: Vec<f32> = vec![];
-        let step = SeqStep {
-            tokens: chunk,
-            logits: Logits::Last,
-        };
-        model.forward_batch_observed(pool, &mut cache, &[step], &mut |layer, site, rows| {
-            if site != Site::BlockInput {
-                return;
+    let mut previous: Vec<f32> = vec![];
+    model.observe_chunks(pool, tokens, ctx, &mut |layer, site, rows| {
+        if site != Site::BlockInput {
+            return;
+        }
+        if layer > 0 {
+            for (a, b) in previous.chunks_exact(d).zip(rows.chunks_exact(d)) {
+                sum[layer - 1] += 1.0 - cosine(a, b);
             }
-            if layer > 0 {
-                for (a, b) in previous.chunks_exact(d).zip(rows.chunks_exact(d)) {
-                    sum[layer - 1] += 1.0 - cosine(a, b);
-                }
-            }
-            previous = rows.to_vec();
-        })?;
-        count += chunk.len() as u64;
-    }
+        } else {
+            count += (rows.len() / d) as u64;
+        }
+        previous = rows.to_vec();
+    })?;
     Ok(sum.iter().map(|s| s / count.max(1) as f64).collect())
 }
 
@@ -249,6 +242,7 @@ pub fn shrink_ffn(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{KvCache, Logits};
 
     #[test]
     fn the_least_influential_blocks_come_back_in_block_order() {

@@ -19,9 +19,8 @@
 
 use super::requantize::{Rescale, Target};
 use crate::formats::Gguf;
-use crate::kernels::matmul::QMatrix;
 use crate::kernels::pool::ThreadPool;
-use crate::model::{KvCache, Llama, Logits, ModelError, SeqStep, Site};
+use crate::model::{Llama, ModelError, Site};
 use crate::tokenizer::TokenId;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -98,24 +97,16 @@ pub fn calibrate(
     let mut cal = Calibration {
         layers: vec![Default::default(); c.n_layers],
     };
-    let mut cache = KvCache::with_limit(c, ctx);
-    for chunk in tokens.chunks_exact(ctx) {
-        cache.clear();
-        let step = SeqStep {
-            tokens: chunk,
-            logits: Logits::Last,
+    model.observe_chunks(pool, tokens, ctx, &mut |layer, site, rows| {
+        let width = if site == Site::DownInput {
+            c.ffn_dim
+        } else {
+            c.dim
         };
-        model.forward_batch_observed(pool, &mut cache, &[step], &mut |layer, site, rows| {
-            let width = if site == Site::DownInput {
-                c.ffn_dim
-            } else {
-                c.dim
-            };
-            if let Some(i) = site_index(site) {
-                cal.layers[layer][i].add(rows, width);
-            }
-        })?;
-    }
+        if let Some(i) = site_index(site) {
+            cal.layers[layer][i].add(rows, width);
+        }
+    })?;
     Ok(cal)
 }
 // ANCHOR_END: calibrate
@@ -145,14 +136,7 @@ impl AwqPlan {
 
 /// The matrix `name` of `g`, dequantized: `(weights row-major, rows, cols)`.
 fn matrix(g: &Gguf, name: &str) -> Result<(Vec<f32>, usize, usize), ModelError> {
-    let view = g.tensor(name)?;
-    let (rows, cols) = (view.n_rows(), view.row_len());
-    let m = QMatrix::from_view(view)?;
-    let mut w = vec![0.0f32; rows * cols];
-    for (r, row) in w.chunks_exact_mut(cols).enumerate() {
-        m.row_f32(r, row);
-    }
-    Ok((w, rows, cols))
+    crate::prune::model::dequantized(g.tensor(name)?)
 }
 
 // ANCHOR: search
@@ -262,6 +246,7 @@ pub fn plan(source: &Gguf, target: Target, cal: &Calibration) -> Result<AwqPlan,
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{KvCache, Logits};
     use crate::testutil::wave;
 
     #[test]

@@ -155,41 +155,9 @@ mod tests {
     use super::*;
     use crate::kernels::pool::ThreadPool;
     use crate::obs::Hessian;
+    use crate::obs::test_inputs::{correlated as inputs, output_error};
     use crate::quant::quantize::{dequantize_q4_0, quantize_q4_0};
     use crate::sampling::Rng;
-
-    /// Tokens whose channels share a few factors (as a layer's inputs do), some channels loud.
-    fn inputs(tokens: usize, cols: usize, seed: u64) -> Vec<f32> {
-        let mut rng = Rng::new(seed);
-        let factors: Vec<f32> = (0..6 * cols).map(|_| rng.next_f32() - 0.5).collect();
-        (0..tokens)
-            .flat_map(|_| {
-                let mix: Vec<f32> = (0..6).map(|_| rng.next_f32() - 0.5).collect();
-                let noise: Vec<f32> = (0..cols).map(|_| 0.2 * (rng.next_f32() - 0.5)).collect();
-                (0..cols)
-                    .map(|c| {
-                        let loud = if c % 7 == 0 { 5.0 } else { 1.0 };
-                        loud * (noise[c]
-                            + (0..6).map(|f| mix[f] * factors[f * cols + c]).sum::<f32>())
-                    })
-                    .collect::<Vec<f32>>()
-            })
-            .collect()
-    }
-
-    fn output_error(x: &[f32], w: &[f32], w_hat: &[f32]) -> f64 {
-        let cols = w.len();
-        x.chunks_exact(cols)
-            .map(|t| {
-                let d: f64 = t
-                    .iter()
-                    .zip(w.iter().zip(w_hat))
-                    .map(|(x, (a, b))| f64::from(*x) * f64::from(a - b))
-                    .sum();
-                d * d
-            })
-            .sum()
-    }
 
     #[test]
     fn a_gptq_model_file_reads_back_and_runs() {

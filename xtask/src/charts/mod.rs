@@ -34,6 +34,7 @@ pub struct Chart {
 mod attention;
 mod hardware;
 mod parity;
+mod pruning;
 mod quantization;
 mod serving;
 mod speculative;
@@ -117,6 +118,12 @@ const CHARTS: &[Spec] = &[
         needs: &["quantization-formats"],
         optional: &[],
         draw: quantization::bits_vs_perplexity,
+    },
+    Spec {
+        file: "pruning-perplexity.svg",
+        needs: &["prune-sparsity"],
+        optional: &[],
+        draw: pruning::perplexity_vs_sparsity,
     },
     Spec {
         file: "speculative-cost-and-speedup.svg",
