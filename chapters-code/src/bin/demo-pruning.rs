@@ -55,6 +55,20 @@ struct Cli {
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..1000))]
     chunks: Option<u64>,
 
+    /// Calibration text [default: models/lee.cor, news articles the reference text does not
+    /// hold].
+    #[arg(long)]
+    calibration_text: Option<std::path::PathBuf>,
+
+    /// Dampening of SparseGPT's and GPTQ's Hessians: this share of their mean diagonal is
+    /// added to the diagonal.
+    #[arg(long, default_value_t = DAMP, value_parser = parse_damp)]
+    damp: f64,
+
+    /// Also compare Q4_0 by rounding and by GPTQ (always with --benchmark).
+    #[arg(long)]
+    gptq: bool,
+
     /// Chunks of 512 tokens of the calibration text (models/lee.cor holds 9).
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..1000))]
     calibration_chunks: u64,
@@ -76,6 +90,15 @@ struct Cli {
     /// Write each pruned GGUF into this directory.
     #[arg(long)]
     write: Option<std::path::PathBuf>,
+}
+
+fn parse_damp(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if (0.0..=10.0).contains(&x) => Ok(x),
+        _ => Err(format!(
+            "`{s}`: a share of the mean diagonal, from 0 to 10 (0.01 = 1%)"
+        )),
+    }
 }
 
 fn parse_method(s: &str) -> Result<Method, String> {
@@ -127,23 +150,7 @@ impl Bench {
             |_, _, _| {},
         )?;
         let decode_tok_s = if decode && self.decode_tokens > 0 {
-            let request = Request {
-                prompt_ids: self.scored.iter().copied().take(32).collect(),
-                max_tokens: self.decode_tokens,
-                sampling: SamplingParams::default(),
-                stop_tokens: vec![],
-                stop_strings: vec![],
-            };
-            let mut speeds = (0..3)
-                .map(|_| {
-                    Ok(
-                        generate(&model, &self.tokenizer, &self.pool, &request, |_| {})?
-                            .decode_tokens_per_s(),
-                    )
-                })
-                .collect::<Result<Vec<f64>>>()?;
-            speeds.sort_by(f64::total_cmp);
-            Some(speeds[1])
+            Some(self.decode_speed(&model)?)
         } else {
             None
         };
@@ -152,6 +159,36 @@ impl Bench {
             predictions: r.predictions,
             decode_tok_s,
         })
+    }
+
+    /// Greedy decode speed after the text's first 32 tokens (tokens/s of one run).
+    fn decode_speed(&self, model: &Llama) -> Result<f64> {
+        let request = Request {
+            prompt_ids: self.scored.iter().copied().take(32).collect(),
+            max_tokens: self.decode_tokens,
+            sampling: SamplingParams::default(),
+            stop_tokens: vec![],
+            stop_strings: vec![],
+        };
+        Ok(generate(model, &self.tokenizer, &self.pool, &request, |_| {})?.decode_tokens_per_s())
+    }
+
+    /// `model`'s decode speed and its ratio to `source`'s, measured in turns (source, model,
+    /// source, …) so that a slow stretch of a shared machine slows both: medians of `rounds`.
+    fn paired_speed(&self, source: &Llama, model: &Llama, rounds: usize) -> Result<(f64, f64)> {
+        let mut speeds = Vec::with_capacity(rounds);
+        let mut ratios = Vec::with_capacity(rounds);
+        for _ in 0..rounds {
+            let base = self.decode_speed(source)?;
+            let ours = self.decode_speed(model)?;
+            speeds.push(ours);
+            ratios.push(ours / base);
+        }
+        let median = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        Ok((median(speeds), median(ratios)))
     }
 }
 
@@ -163,6 +200,125 @@ fn materialize(writer: &GgufWriter, dir: Option<&std::path::Path>, name: &str) -
             .with_context(|| format!("writing into {}", dir.display()))?;
     }
     Ok(Gguf::from_bytes(bytes)?)
+}
+
+/// One token's pass over every block matrix, one thread: the pruned model's dense Q8_0
+/// matrices row by row and with the engine's kernel, the same matrices packed 2:4, and the
+/// source's Q4_1 matrices with the engine's kernel. The median of 15 passes each, side by side.
+fn sparse_kernel_table(source: &Gguf, pruned: &Gguf) -> Result<Table> {
+    use chapters_code::formats::gguf::cast_slice;
+    use chapters_code::kernels::matmul::{Acts, QMatrix, matmul};
+    use chapters_code::kernels::sparse24::Matrix24;
+    use chapters_code::quant::{BlockQ8_0, quantize::quantize_acts_q8_0};
+    let level = chapters_code::kernels::simd();
+    let one = ThreadPool::new(1);
+    let names: Vec<&str> = pruned
+        .tensors
+        .iter()
+        .filter(|t| t.name.starts_with("blk.") && t.dims.len() == 2)
+        .map(|t| t.name.as_str())
+        .collect();
+    let mut dense = Vec::new();
+    let mut packed = Vec::new();
+    let mut original = Vec::new();
+    for name in &names {
+        let m = QMatrix::from_view(pruned.tensor(name)?)?;
+        let blocks: &[BlockQ8_0] = cast_slice(pruned.tensor(name)?.data)
+            .context("the pruned model's matrices are Q8_0")?;
+        packed.push(Matrix24::pack(m.rows, m.cols, blocks)?);
+        dense.push(m);
+        original.push(QMatrix::from_view(source.tensor(name)?)?);
+    }
+    let mut rng = chapters_code::sampling::Rng::new(7);
+    let xs: Vec<Vec<f32>> = dense
+        .iter()
+        .map(|m| (0..m.cols).map(|_| rng.next_f32() - 0.5).collect())
+        .collect();
+    let q8: Vec<Vec<BlockQ8_0>> = xs.iter().map(|x| quantize_acts_q8_0(x)).collect();
+    let mut out = vec![0.0f32; 2048];
+    let mut time = |pass: &mut dyn FnMut(&mut [f32])| -> f64 {
+        let mut runs: Vec<f64> = (0..15)
+            .map(|_| {
+                let started = std::time::Instant::now();
+                pass(&mut out);
+                started.elapsed().as_secs_f64()
+            })
+            .collect();
+        runs.sort_by(f64::total_cmp);
+        runs[runs.len() / 2]
+    };
+    let rows_dense = time(&mut |out: &mut [f32]| {
+        for (m, a) in dense.iter().zip(&q8) {
+            for r in 0..m.rows {
+                let row: &[BlockQ8_0] = cast_slice(m.row(r)).unwrap_or_default();
+                out[r % 2048] = chapters_code::kernels::dot_q8_0_q8_0(level, row, a);
+            }
+        }
+    });
+    let rows_24 = time(&mut |out: &mut [f32]| {
+        for (m, a) in packed.iter().zip(&q8) {
+            m.matvec(level, a, &mut out[..m.rows]);
+        }
+    });
+    let acts_for = |ms: &[QMatrix]| -> Vec<Acts> {
+        ms.iter()
+            .zip(&xs)
+            .map(|(m, x)| Acts::new(m.act_format(), x, m.cols))
+            .collect()
+    };
+    let (dense_acts, source_acts) = (acts_for(&dense), acts_for(&original));
+    let engine_dense = time(&mut |out: &mut [f32]| {
+        for (m, a) in dense.iter().zip(&dense_acts) {
+            matmul(&one, m, a, &mut out[..m.rows]);
+        }
+    });
+    let engine_source = time(&mut |out: &mut [f32]| {
+        for (m, a) in original.iter().zip(&source_acts) {
+            matmul(&one, m, a, &mut out[..m.rows]);
+        }
+    });
+    let bytes = |ms: &[QMatrix]| ms.iter().map(|m| m.rows * m.row_bytes).sum::<usize>();
+    let bytes_24: usize = packed.iter().map(Matrix24::bytes).sum();
+    let mut table = Table::new(
+        "prune-sparse-kernel",
+        "What 2:4 sparsity buys a CPU: one token through every block matrix, one thread",
+        vec![
+            Column::new("kernel", "Weights and kernel"),
+            Column::new("mb", "Bytes read").unit("MB").decimals(1),
+            Column::new("ms", "Time per token").unit("ms").decimals(2),
+            Column::new("gbs", "Effective bandwidth")
+                .unit("GB/s")
+                .decimals(1),
+            Column::new("vs_dense", "vs dense Q8_0, same loop")
+                .unit("×")
+                .decimals(2),
+        ],
+    );
+    let rows = [
+        ("dense Q8_0, row by row", bytes(&dense), rows_dense),
+        ("2:4 Q8_0, row by row", bytes_24, rows_24),
+        ("dense Q8_0, engine kernel", bytes(&dense), engine_dense),
+        (
+            "source Q4_1, engine kernel",
+            bytes(&original),
+            engine_source,
+        ),
+    ];
+    for (name, b, t) in rows {
+        table.push(vec![
+            json!(name),
+            json!(b as f64 / 1e6),
+            json!(1e3 * t),
+            json!(b as f64 / t / 1e9),
+            json!(rows_dense / t),
+        ]);
+    }
+    table.notes.push(format!(
+        "The 2:4 model of the sparsity table (its last method), {} block matrices; the median of 15 passes each, measured one after the other in this run on the {} path. \"Row by row\": one dot product per row, the loop the 2:4 kernel has; \"engine kernel\": the matrix product the model runs (four rows at a time, prefetching), which the 2:4 format has not been given. The 2:4 dot product gives the dense one's bits (tested).",
+        names.len(),
+        level.name()
+    ));
+    Ok(table)
 }
 
 fn main() -> std::process::ExitCode {
@@ -199,7 +355,13 @@ fn demo() -> Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
 
-    let source = assets::open_model(&cli.run.model_path())?;
+    // The source is read into memory like every pruned model, so that all read their weights
+    // the same way (a memory-mapped file decoded slower than the same bytes on the heap here).
+    let path = cli.run.model_path();
+    drop(assets::open_model(&path)?); // a missing or broken file gets its usual message
+    let source = Gguf::from_bytes(
+        std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+    )?;
     let model = Llama::load(&source)?;
     if let Some(&d) = drops.iter().find(|&&d| d >= model.layers.len()) {
         bail!(
@@ -209,7 +371,11 @@ fn demo() -> Result<()> {
     }
     let tokenizer = Tokenizer::from_gguf(&source)?;
     let scored = tokenizer.encode(&assets::read_text(&assets::perplexity_text_path())?, true);
-    let calibration = tokenizer.encode(&assets::read_text(&assets::calibration_text_path())?, true);
+    let calibration_path = cli
+        .calibration_text
+        .clone()
+        .unwrap_or_else(assets::calibration_text_path);
+    let calibration = tokenizer.encode(&assets::read_text(&calibration_path)?, true);
     let cal_need = cli.calibration_chunks as usize * 512;
     if calibration.len() < cal_need {
         bail!(
@@ -243,7 +409,8 @@ fn demo() -> Result<()> {
     let cal_tokens = &calibration[..cal_need];
     let started = std::time::Instant::now();
     let stats = awq::calibrate(&model, &b.pool, cal_tokens, 512)?;
-    let hessians = if methods.contains(&Method::SparseGpt) || bench {
+    let gptq_wanted = bench || cli.gptq;
+    let hessians = if methods.contains(&Method::SparseGpt) || gptq_wanted {
         Some(obs::collect_hessians(&model, &b.pool, cal_tokens, 512)?)
     } else {
         None
@@ -253,7 +420,7 @@ fn demo() -> Result<()> {
     let evidence = Evidence {
         stats: Some(&stats),
         hessians: hessians.as_ref(),
-        damp: DAMP,
+        damp: cli.damp,
     };
     let mut verified = true;
 
@@ -275,6 +442,7 @@ fn demo() -> Result<()> {
             Column::new("seconds", "Prune time").unit("s").decimals(1),
         ],
     );
+    let mut two_four: Option<Gguf> = None;
     for &pattern in &patterns {
         for &method in &methods {
             bar.set_message(format!("{} {}", method.name(), pattern.label()));
@@ -292,6 +460,7 @@ fn demo() -> Result<()> {
                 verified &= (report.sparsity() - f64::from(pattern.sparsity())).abs() < 0.01;
             }
             let e = b.evaluate(&gguf, false)?;
+            let last_24 = bench && pattern == (Pattern::NOfM { n: 2, m: 4 });
             sparsity.push(vec![
                 json!(method.name()),
                 json!(pattern.label()),
@@ -301,16 +470,25 @@ fn demo() -> Result<()> {
                 json!(100.0 * agreement(&e.predictions, &base.predictions)),
                 json!(seconds),
             ]);
+            if last_24 {
+                two_four = Some(gguf);
+            }
             bar.inc(1);
         }
     }
     sparsity.notes.push(format!(
-        "Perplexity on the first {chunks} chunks of 512 tokens of the reference text; the source (the Q4_1 file as downloaded) scores {:.2}. Calibration: {} chunks of 512 tokens of models/lee.cor, other news articles than the scored ones ({calibrate_s:.0} s for statistics and Hessians). Every block matrix (Q, K, V, output, gate, up, down) is pruned per output row; embeddings, head and norms are kept. SparseGPT: damping {DAMP} of the mean Hessian diagonal, masks per row in blocks of {} columns. Stored at Q8_0, so the zeros stay exact zeros: the file is no smaller and a dense kernel no faster.",
+        "Perplexity on the first {chunks} chunks of 512 tokens of the reference text; the source (the Q4_1 file as downloaded) scores {:.2}. Calibration: {} chunks of 512 tokens of {} ({calibrate_s:.0} s for statistics and Hessians). Every block matrix (Q, K, V, output, gate, up, down) is pruned per output row; embeddings, head and norms are kept. SparseGPT: damping {} of the mean Hessian diagonal, masks per row in blocks of {} columns. Stored at Q8_0, so the zeros stay exact zeros: the file is no smaller and a dense kernel no faster.",
         base.ppl,
         cli.calibration_chunks,
+        calibration_path.display(),
+        cli.damp,
         chapters_code::prune::sparsegpt::MASK_BLOCK
     ));
     let mut tables = vec![sparsity];
+    if let Some(pruned) = &two_four {
+        bar.set_message("the 2:4 kernel");
+        tables.push(sparse_kernel_table(&source, pruned)?);
+    }
 
     // Depth and width.
     if !drops.is_empty() || !keeps.is_empty() {
@@ -365,8 +543,8 @@ fn demo() -> Result<()> {
             bar.set_message(format!("{kind} {n}"));
             let bytes = writer.to_bytes().len();
             let gguf = materialize(&writer, cli.write.as_deref(), &format!("{kind}-{n}"))?;
-            let e = b.evaluate(&gguf, true)?;
-            let tok_s = e.decode_tok_s.unwrap_or(f64::NAN);
+            let e = b.evaluate(&gguf, false)?;
+            let (tok_s, speedup) = b.paired_speed(&model, &Llama::load(&gguf)?, 5)?;
             structured.push(vec![
                 json!(kind),
                 json!(what),
@@ -375,12 +553,12 @@ fn demo() -> Result<()> {
                 json!(100.0 * (e.ppl / base.ppl - 1.0)),
                 json!(100.0 * agreement(&e.predictions, &base.predictions)),
                 json!(tok_s),
-                json!(tok_s / source_tok_s),
+                json!(speedup),
             ]);
             bar.inc(1);
         }
         structured.notes.push(format!(
-            "Depth: the blocks of least influence (1 − cos between a block's input and output residual stream, mean over the calibration tokens), copied byte for byte and renumbered. Width: every block keeps its most important feed-forward channels (√E[h²] · ‖W_down[:, c]‖); gate and up rows copied, down requantized to Q4_1. Decode: the median of 3 greedy runs of {} tokens, {} thread(s), in this run beside the source's. Block influence, block 0 to {}: {}.",
+            "Depth: the blocks of least influence (1 − cos between a block's input and output residual stream, mean over the calibration tokens), copied byte for byte and renumbered. Width: every block keeps its most important feed-forward channels (√E[h²] · ‖W_down[:, c]‖); gate and up rows copied, down requantized to Q4_1. Decode: greedy runs of {} tokens, {} thread(s), taking turns with the source model (5 rounds); the speed and the ratio to the source are medians over rounds, the source's row is one run before them. All models, the source too, are read from memory. Block influence, block 0 to {}: {}.",
             cli.decode_tokens,
             b.pool.n_threads(),
             influence.len() - 1,
@@ -390,7 +568,7 @@ fn demo() -> Result<()> {
     }
 
     // GPTQ against rounding, everything at 4 bits.
-    if let (true, Some(h)) = (bench, hessians.as_ref()) {
+    if let (true, Some(h)) = (gptq_wanted, hessians.as_ref()) {
         let mut gptq = Table::new(
             "prune-gptq",
             "4-bit Q4_0 by rounding and by GPTQ (the SparseGPT solver rounding instead of pruning)",
@@ -449,7 +627,7 @@ fn demo() -> Result<()> {
         bar.inc(1);
         bar.set_message("Q4_0 by GPTQ");
         let started = std::time::Instant::now();
-        let (report, writer) = gptq_model(&b.pool, &source, h, DAMP, true)?;
+        let (report, writer) = gptq_model(&b.pool, &source, h, cli.damp, true)?;
         let seconds = started.elapsed().as_secs_f64();
         let gguf = materialize(&writer, cli.write.as_deref(), "Q4_0-gptq")?;
         if cli.demo.verify {
@@ -469,8 +647,9 @@ fn demo() -> Result<()> {
         );
         bar.inc(1);
         gptq.notes.push(format!(
-            "Every matrix at Q4_0 (4.5 bits per weight), the tied embedding and output head too: that is what a 3.5× compression against F16 takes. GPTQ rounds the {} block matrices with their input Hessians (damping {DAMP}, scales per block of 32 taken as the sweep reaches them, columns in file order); the embedding is rounded to nearest in both rows (GPTQ would tune it for the head and spoil it as an embedding). Perplexity as in the sparsity table; F16 is the source's weights dequantized.",
-            report.by_gptq
+            "Every matrix at Q4_0 (4.5 bits per weight), the tied embedding and output head too: that is what a 3.5× compression against F16 takes. GPTQ rounds the {} block matrices with their input Hessians (damping {}, scales per block of 32 taken as the sweep reaches them, columns in file order); the embedding is rounded to nearest in both rows (GPTQ would tune it for the head and spoil it as an embedding). Perplexity as in the sparsity table; F16 is the source's weights dequantized.",
+            report.by_gptq,
+            cli.damp
         ));
         tables.push(gptq);
     }

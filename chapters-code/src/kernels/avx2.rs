@@ -37,7 +37,7 @@ pub(super) fn f16_pair(lo: u16, hi: u16) -> __m128 {
 /// d_x · d_y of two blocks, broadcast to 8 lanes.
 #[inline]
 #[target_feature(enable = "avx2,f16c")]
-fn scale_product(dx: u16, dy: u16) -> __m256 {
+pub(super) fn scale_product(dx: u16, dy: u16) -> __m256 {
     let pair = f16_pair(dx, dy);
     _mm256_broadcastss_ps(_mm_mul_ss(pair, _mm_movehdup_ps(pair)))
 }
@@ -92,7 +92,7 @@ pub(super) fn dot_u8_i8(u: __m256i, s: __m256i) -> __m256 {
 /// Σ a·b over 32 signed byte pairs: |a| times b with a's sign moved onto b.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn dot_i8_i8(a: __m256i, b: __m256i) -> __m256 {
+pub(super) fn dot_i8_i8(a: __m256i, b: __m256i) -> __m256 {
     dot_u8_i8(_mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a))
 }
 

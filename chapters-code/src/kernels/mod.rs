@@ -9,6 +9,7 @@ pub mod matmul;
 pub mod multiversion;
 pub mod pool;
 pub mod scalar;
+pub mod sparse24;
 
 // Safety contract of every function in these two modules, stated once in their module docs:
 // call only on a CPU with the named extensions (the dispatchers below check).

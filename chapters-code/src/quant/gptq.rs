@@ -200,6 +200,66 @@ mod tests {
     }
 
     #[test]
+    fn on_the_models_own_matrices_gptq_lowers_the_calibration_error_below_rounding() {
+        use crate::model::Llama;
+        let Some(path) = crate::assets::model_for_tests() else {
+            return;
+        };
+        let full = Gguf::open(path).unwrap();
+        let cut = crate::testutil::ScratchFile::new("gptq-loss-blocks.gguf");
+        crate::prune::structured::drop_blocks(&full, &(2..30).collect::<Vec<_>>())
+            .unwrap()
+            .write(&cut.0)
+            .unwrap();
+        let source = Gguf::open(&cut.0).unwrap();
+        let model = Llama::load(&source).unwrap();
+        let pool = ThreadPool::new(2);
+        let text = crate::assets::read_text(&crate::assets::perplexity_text_path()).unwrap();
+        let tokenizer = crate::tokenizer::Tokenizer::from_gguf(&source).unwrap();
+        let tokens = tokenizer.encode(&text, true);
+        let hessians = crate::obs::collect_hessians(&model, &pool, &tokens[..2048], 512).unwrap();
+        let held = crate::obs::collect_hessians(&model, &pool, &tokens[2048..4096], 512).unwrap();
+        for (name, site) in [
+            ("blk.1.attn_q.weight", 0),
+            ("blk.1.ffn_up.weight", 1),
+            ("blk.1.ffn_down.weight", 2),
+            ("blk.1.attn_output.weight", 3),
+        ] {
+            let h = &hessians.layers[1][site];
+            let f = h.inverse_factor(&pool, 0.01).unwrap();
+            let (w, rows, cols) = dequantized(source.tensor(name).unwrap()).unwrap();
+            // (w − ŵ) H (w − ŵ)ᵀ with the undamped H, summed over rows.
+            let err_with = |h: &crate::obs::Hessian, hat: &[f32]| -> f64 {
+                let mut total = 0.0;
+                for r in 0..rows {
+                    let d: Vec<f64> = (0..cols)
+                        .map(|c| f64::from(w[r * cols + c] - hat[r * cols + c]))
+                        .collect();
+                    for i in 0..cols {
+                        let hi = &h.sum[i * cols..(i + 1) * cols];
+                        total += d[i] * hi.iter().zip(&d).map(|(a, b)| a * b).sum::<f64>();
+                    }
+                }
+                total / h.tokens as f64
+            };
+            let mut gptq = w.clone();
+            for row in gptq.chunks_exact_mut(cols) {
+                gptq_q4_0_row(&f, row);
+            }
+            let mut rtn = vec![0.0f32; w.len()];
+            dequantize_q4_0(&quantize_q4_0(&w), &mut rtn);
+            let (g, r) = (err_with(h, &gptq), err_with(h, &rtn));
+            let hh = &held.layers[1][site];
+            println!(
+                "{name}: calibration output error GPTQ {g:.4e}, rounding {r:.4e}; held-out GPTQ {:.4e} rounding {:.4e}",
+                err_with(hh, &gptq),
+                err_with(hh, &rtn)
+            );
+            assert!(g < r, "{name}: GPTQ {g} vs rounding {r}");
+        }
+    }
+
+    #[test]
     fn the_blocks_hold_what_the_sweep_computed() {
         let pool = ThreadPool::new(2);
         let cols = 96;
