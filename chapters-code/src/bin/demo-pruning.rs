@@ -69,7 +69,7 @@ struct Cli {
     #[arg(long)]
     gptq: bool,
 
-    /// Chunks of 512 tokens of the calibration text (models/lee.cor holds 9).
+    /// Chunks of 512 tokens of the calibration text.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..1000))]
     calibration_chunks: u64,
 
@@ -222,9 +222,16 @@ fn sparse_kernel_table(source: &Gguf, pruned: &Gguf) -> Result<Table> {
     let mut packed = Vec::new();
     let mut original = Vec::new();
     for name in &names {
-        let m = QMatrix::from_view(pruned.tensor(name)?)?;
-        let blocks: &[BlockQ8_0] = cast_slice(pruned.tensor(name)?.data)
-            .context("the pruned model's matrices are Q8_0")?;
+        let view = pruned.tensor(name)?;
+        if view.info.ggml_type != chapters_code::formats::GgmlType::Q8_0 {
+            bail!(
+                "{name} is {}, not Q8_0: the 2:4 kernel packs Q8_0 rows (rows of whole 32-weight blocks)",
+                view.info.ggml_type
+            );
+        }
+        let blocks: &[BlockQ8_0] =
+            cast_slice(view.data).context("the pruned model's matrices are Q8_0")?;
+        let m = QMatrix::from_view(view)?;
         packed.push(Matrix24::pack(m.rows, m.cols, blocks)?);
         dense.push(m);
         original.push(QMatrix::from_view(source.tensor(name)?)?);
@@ -235,7 +242,7 @@ fn sparse_kernel_table(source: &Gguf, pruned: &Gguf) -> Result<Table> {
         .map(|m| (0..m.cols).map(|_| rng.next_f32() - 0.5).collect())
         .collect();
     let q8: Vec<Vec<BlockQ8_0>> = xs.iter().map(|x| quantize_acts_q8_0(x)).collect();
-    let mut out = vec![0.0f32; 2048];
+    let mut out = vec![0.0f32; dense.iter().map(|m| m.rows).max().unwrap_or(0)];
     let mut time = |pass: &mut dyn FnMut(&mut [f32])| -> f64 {
         let mut runs: Vec<f64> = (0..15)
             .map(|_| {
@@ -249,9 +256,9 @@ fn sparse_kernel_table(source: &Gguf, pruned: &Gguf) -> Result<Table> {
     };
     let rows_dense = time(&mut |out: &mut [f32]| {
         for (m, a) in dense.iter().zip(&q8) {
-            for r in 0..m.rows {
+            for (r, o) in out[..m.rows].iter_mut().enumerate() {
                 let row: &[BlockQ8_0] = cast_slice(m.row(r)).unwrap_or_default();
-                out[r % 2048] = chapters_code::kernels::dot_q8_0_q8_0(level, row, a);
+                *o = chapters_code::kernels::dot_q8_0_q8_0(level, row, a);
             }
         }
     });
