@@ -63,8 +63,20 @@ pub const CALIBRATION_TEXT: Asset = Asset {
     ..PERPLEXITY_TEXT
 };
 
+/// The training text of the distillation chapter: a shortened English Wikipedia dump from
+/// gensim's test data (206 pages, MediaWiki XML; the wheel holds it bz2-compressed and the
+/// fetch decompresses it — `bytes` and `sha256` are the XML's). Encyclopedia prose, not the
+/// news of the perplexity text; [`crate::distill::wikitext`] strips the markup.
+pub const TRAINING_TEXT: Asset = Asset {
+    file_name: "enwiki-shortened.xml",
+    member: "gensim/test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2",
+    bytes: 6_089_746,
+    sha256: "34c1c63050c87cc8477b9ae36b1cb0edf372612c92938b742e579a7109c20fa4",
+    ..PERPLEXITY_TEXT
+};
+
 /// Every asset `cargo xtask fetch-model` fetches.
-pub const ALL: &[Asset] = &[MODEL, PERPLEXITY_TEXT, CALIBRATION_TEXT];
+pub const ALL: &[Asset] = &[MODEL, PERPLEXITY_TEXT, CALIBRATION_TEXT, TRAINING_TEXT];
 
 /// Size in bytes of the course model file (used to name the model when the file is absent).
 pub const COURSE_MODEL_BYTES: u64 = MODEL.bytes;
@@ -96,6 +108,11 @@ pub fn calibration_text_path() -> PathBuf {
     models_dir().join(CALIBRATION_TEXT.file_name)
 }
 
+/// `models/enwiki-shortened.xml`.
+pub fn training_text_path() -> PathBuf {
+    models_dir().join(TRAINING_TEXT.file_name)
+}
+
 /// For tests and listings that need the model: its path, or `None` after a note on stderr
 /// that names the fetch command. With `PRODML_REQUIRE_MODEL=1` (CI) a missing model is a
 /// failure, never a silent skip.
@@ -106,6 +123,11 @@ pub fn model_for_tests() -> Option<PathBuf> {
 /// Like [`model_for_tests`], for the perplexity text.
 pub fn perplexity_text_for_tests() -> Option<PathBuf> {
     required_file(perplexity_text_path(), "the perplexity text")
+}
+
+/// Like [`model_for_tests`], for the distillation's training text.
+pub fn training_text_for_tests() -> Option<PathBuf> {
+    required_file(training_text_path(), "the training text")
 }
 
 fn required_file(path: PathBuf, what: &str) -> Option<PathBuf> {

@@ -17,6 +17,8 @@
 //! | [`engine`] | continuous batching: scheduler, replay, engine thread |
 //! | [`serve`] | the OpenAI-compatible server (Serving API, Streaming) |
 //! | [`speculative`] | drafting and verifying tokens (Speculative decoding) |
+//! | [`prune`], [`obs`] | pruning and GPTQ (Pruning) |
+//! | [`distill`] | training a pruned student on its teacher (Distillation) |
 //! | [`reference`] | llama.cpp's outputs we check against |
 //! | [`parity`] | llama.cpp's noise floor, and our engine against it (From prompt to tokens) |
 //! | [`kernels`] | dot products and matmul, scalar and SIMD (every chapter) |
@@ -26,6 +28,7 @@
 pub mod assets;
 pub mod attention;
 pub mod demo;
+pub mod distill;
 pub mod engine;
 pub mod eval;
 pub mod formats;

@@ -223,6 +223,21 @@ fn every_demo_explains_its_flags() {
             ][..],
         ),
         (
+            env!("CARGO_BIN_EXE_demo-distillation"),
+            &[
+                "--keep",
+                "--steps",
+                "--lr",
+                "--alpha",
+                "--temperature",
+                "--divergence",
+                "--top-k",
+                "--write",
+                "--benchmark",
+                "--verify",
+            ][..],
+        ),
+        (
             env!("CARGO_BIN_EXE_demo-throughput-bench"),
             &["--concurrency", "--max-tokens", "--url", "--time-limit-s"][..],
         ),
@@ -319,6 +334,80 @@ fn perplexity_json_has_ppl_and_tokens() {
     assert!(report["result"]["ppl"].as_f64().unwrap() > 1.0);
     assert_eq!(report["result"]["tokens"], 75_678);
     assert_eq!(report["verified"], true);
+}
+
+/// The short version of the distillation chapter's run: a 2-block student, 2 steps of one
+/// 16-token sequence. It trains (the held-out loss goes down: `--verify`), writes a GGUF file
+/// that the engine loads, and caches the teacher's logits so that a second run reads them.
+#[test]
+fn distillation_demo_heals_a_tiny_student_and_writes_it() {
+    if chapters_code::assets::model_for_tests().is_none()
+        || chapters_code::assets::training_text_for_tests().is_none()
+    {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("prodml-distill-{}", std::process::id()));
+    let dir_arg = dir.display().to_string();
+    let args = [
+        "--keep",
+        "2",
+        "--steps",
+        "2",
+        "--batch",
+        "1",
+        "--seq-len",
+        "16",
+        "--held-out",
+        "1",
+        "--chunks",
+        "1",
+        "--decode-tokens",
+        "0",
+        "--output",
+        "json",
+        "--verify",
+        "--cache-dir",
+        &dir_arg,
+        "--write",
+        &dir_arg,
+    ];
+    let first = run(env!("CARGO_BIN_EXE_demo-distillation"), &args);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
+    assert_eq!(report["verified"], true);
+    assert!(report["result"]["teacher_cache_seconds"].as_f64().is_some());
+    let kept = report["result"]["kept_blocks"].as_array().unwrap();
+    assert_eq!(kept.len(), 2);
+    let student = dir.join("student-2of30-forward.Q4_1.gguf");
+    let gguf = chapters_code::formats::Gguf::open(&student).unwrap();
+    let model = chapters_code::model::Llama::load(&gguf).unwrap();
+    assert_eq!(model.layers.len(), 2);
+    assert!(gguf.get("distill.teacher_blocks").is_some());
+    assert!(
+        dir.join("student-2of30-forward.Q4_1.gguf.training.json")
+            .is_file()
+    );
+    // The second run reads the teacher's logits from the cache and trains the same weights.
+    let second = run(env!("CARGO_BIN_EXE_demo-distillation"), &args);
+    assert!(
+        second.status.success(),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    let again: serde_json::Value = serde_json::from_slice(&second.stdout).unwrap();
+    assert!(
+        again["result"]["teacher_cache_seconds"].is_null(),
+        "the cache was not reused"
+    );
+    assert_eq!(
+        again["result"]["healed_ppl"],
+        report["result"]["healed_ppl"]
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

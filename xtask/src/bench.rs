@@ -96,6 +96,17 @@ pub const DEMOS: &[DemoJob] = &[
         args: &["--benchmark", "--output", "json", "--verify"],
     },
     DemoJob {
+        bin: "demo-distillation",
+        args: &[
+            "--benchmark",
+            "--output",
+            "json",
+            "--verify",
+            "--write",
+            "models/distill",
+        ],
+    },
+    DemoJob {
         bin: "demo-apr-format",
         args: &["--benchmark", "--output", "json", "--verify"],
     },

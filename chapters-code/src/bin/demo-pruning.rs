@@ -5,9 +5,8 @@
 use anyhow::{Context, Result, bail};
 use chapters_code::assets;
 use chapters_code::demo::{Column, DemoArgs, ModelArgs, Provenance, Report, Table, progress};
-use chapters_code::eval::{agreement, perplexity};
+use chapters_code::eval::{Eval, ModelBench, agreement};
 use chapters_code::formats::{Gguf, GgufWriter};
-use chapters_code::generate::{Request, generate};
 use chapters_code::kernels::pool::ThreadPool;
 use chapters_code::model::Llama;
 use chapters_code::obs::{self, DAMP};
@@ -18,8 +17,7 @@ use chapters_code::prune::{Evidence, Method, Pattern, prune_model};
 use chapters_code::quant::awq;
 use chapters_code::quant::gptq::gptq_model;
 use chapters_code::quant::requantize::{Target, requantize};
-use chapters_code::sampling::SamplingParams;
-use chapters_code::tokenizer::{TokenId, Tokenizer};
+use chapters_code::tokenizer::Tokenizer;
 use clap::Parser;
 use serde_json::{Value, json};
 
@@ -119,76 +117,6 @@ fn parse_pattern(s: &str) -> Result<Pattern, String> {
         _ => Err(format!(
             "`{s}`: a sparsity is a fraction from 0 to below 1 (0.5), or n:m"
         )),
-    }
-}
-
-/// What one model measured.
-struct Eval {
-    ppl: f64,
-    predictions: Vec<TokenId>,
-    decode_tok_s: Option<f64>,
-}
-
-/// The texts and the machinery every evaluation shares.
-struct Bench {
-    pool: ThreadPool,
-    tokenizer: Tokenizer,
-    scored: Vec<TokenId>,
-    chunks: usize,
-    decode_tokens: usize,
-}
-
-impl Bench {
-    fn evaluate(&self, gguf: &Gguf, decode: bool) -> Result<Eval> {
-        let model = Llama::load(gguf)?;
-        let r = perplexity(
-            &model,
-            &self.pool,
-            &self.scored,
-            512,
-            Some(self.chunks),
-            |_, _, _| {},
-        )?;
-        let decode_tok_s = if decode && self.decode_tokens > 0 {
-            Some(self.decode_speed(&model)?)
-        } else {
-            None
-        };
-        Ok(Eval {
-            ppl: r.ppl,
-            predictions: r.predictions,
-            decode_tok_s,
-        })
-    }
-
-    /// Greedy decode speed after the text's first 32 tokens (tokens/s of one run).
-    fn decode_speed(&self, model: &Llama) -> Result<f64> {
-        let request = Request {
-            prompt_ids: self.scored.iter().copied().take(32).collect(),
-            max_tokens: self.decode_tokens,
-            sampling: SamplingParams::default(),
-            stop_tokens: vec![],
-            stop_strings: vec![],
-        };
-        Ok(generate(model, &self.tokenizer, &self.pool, &request, |_| {})?.decode_tokens_per_s())
-    }
-
-    /// `model`'s decode speed and its ratio to `source`'s, measured in turns (source, model,
-    /// source, …) so that a slow stretch of a shared machine slows both: medians of `rounds`.
-    fn paired_speed(&self, source: &Llama, model: &Llama, rounds: usize) -> Result<(f64, f64)> {
-        let mut speeds = Vec::with_capacity(rounds);
-        let mut ratios = Vec::with_capacity(rounds);
-        for _ in 0..rounds {
-            let base = self.decode_speed(source)?;
-            let ours = self.decode_speed(model)?;
-            speeds.push(ours);
-            ratios.push(ours / base);
-        }
-        let median = |mut v: Vec<f64>| {
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
-        };
-        Ok((median(speeds), median(ratios)))
     }
 }
 
@@ -399,7 +327,7 @@ fn demo() -> Result<()> {
             scored.len()
         );
     }
-    let b = Bench {
+    let b = ModelBench {
         pool: ThreadPool::new(cli.run.threads()),
         tokenizer,
         scored,

@@ -32,6 +32,7 @@ pub struct Chart {
 }
 
 mod attention;
+mod distillation;
 mod hardware;
 mod parity;
 mod pruning;
@@ -124,6 +125,12 @@ const CHARTS: &[Spec] = &[
         needs: &["prune-sparsity"],
         optional: &[],
         draw: pruning::perplexity_vs_sparsity,
+    },
+    Spec {
+        file: "distillation-loss.svg",
+        needs: &["distill-loss"],
+        optional: &[],
+        draw: distillation::loss_curves,
     },
     Spec {
         file: "speculative-cost-and-speedup.svg",

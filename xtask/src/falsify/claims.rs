@@ -689,6 +689,67 @@ pub const CLAIMS: &[Claim] = &[
         },
     },
     Claim {
+        id: "DS-1",
+        chapter: "Distillation",
+        statement: "Distilling the teacher into its depth-pruned student wins back at least 50% of the perplexity the pruning lost",
+        tables: &["distill-quality"],
+        check: |root| {
+            let Some(t) = table(root, "distill-quality")? else {
+                return Ok(missing("distill-quality"));
+            };
+            let row = |model: &str, key: &str| t.table.lookup("model", model, key);
+            Ok(match row("healed, forward KL", "recovered") {
+                Some(r) => {
+                    let evidence = format!(
+                        "{r:.1}% recovered: perplexity {} pruned, {} healed, {} teacher",
+                        fmt_opt(
+                            t.table
+                                .rows
+                                .iter()
+                                .find(|r| r
+                                    .get("model")
+                                    .and_then(|v| v.as_str())
+                                    .is_some_and(|m| m.starts_with("pruned")))
+                                .and_then(|r| r.get("ppl")?.as_f64())
+                        ),
+                        fmt_opt(row("healed, forward KL", "ppl")),
+                        fmt_opt(row("teacher", "ppl")),
+                    );
+                    if r >= DS1_RECOVERED_PCT {
+                        Verdict::Holds(evidence)
+                    } else {
+                        Verdict::Falsified(evidence)
+                    }
+                }
+                None => missing("distill-quality"),
+            })
+        },
+    },
+    Claim {
+        id: "DS-2",
+        chapter: "Distillation",
+        statement: "The healed student decodes at least 1.8× faster than its teacher",
+        tables: &["distill-quality"],
+        check: |root| {
+            let Some(t) = table(root, "distill-quality")? else {
+                return Ok(missing("distill-quality"));
+            };
+            Ok(
+                match t.table.lookup("model", "healed, forward KL", "speedup") {
+                    Some(x) => {
+                        let evidence = format!("{x:.2}× the teacher's decode speed (paired runs)");
+                        if x >= DS2_SPEEDUP_X {
+                            Verdict::Holds(evidence)
+                        } else {
+                            Verdict::Falsified(evidence)
+                        }
+                    }
+                    None => missing("distill-quality"),
+                },
+            )
+        },
+    },
+    Claim {
         id: "FA-1",
         chapter: "Flash attention",
         statement: "At the longest prompt measured (about 8K tokens), tiled attention holds at most 1/20 of the memory naive attention holds",
@@ -967,4 +1028,9 @@ fn parity_bars(root: &Path, wanted: fn(&str) -> bool) -> Result<Verdict> {
         Some((false, evidence)) => Verdict::Falsified(evidence),
         None => missing("parity-bars"),
     })
+}
+
+/// A number for evidence text, or "—".
+fn fmt_opt(x: Option<f64>) -> String {
+    x.map_or_else(|| "—".into(), |x| format!("{x:.1}"))
 }

@@ -132,6 +132,16 @@ pub fn depends_on(name: &str) -> Vec<&'static str> {
                 "chapters-code/src/bin/demo-pruning.rs",
             ],
         ),
+        n if n.starts_with("distill-") => (
+            true,
+            &[
+                "chapters-code/src/distill",
+                "chapters-code/src/prune",
+                "chapters-code/src/eval",
+                "chapters-code/src/speculative",
+                "chapters-code/src/bin/demo-distillation.rs",
+            ],
+        ),
         "coverage" => (false, &["chapters-code", "xtask"]),
         _ => (false, &["chapters-code/src"]),
     };

@@ -42,6 +42,10 @@ pub const SD3_ERROR_PCT: f64 = 20.0;
 /// SD-4: the server's default speculation policy against plain decoding, at every client count,
 /// at least (aggregate throughput ratio).
 pub const SD4_FLOOR_X: f64 = 0.95;
+/// DS-1: healing wins back at least this share of the perplexity depth pruning lost, in percent.
+pub const DS1_RECOVERED_PCT: f64 = 50.0;
+/// DS-2: the healed student decodes at least this many times faster than its teacher.
+pub const DS2_SPEEDUP_X: f64 = 1.8;
 
 /// How each claim's statement writes its thresholds (`{}` stands for the value).
 pub const CLAIM_PROSE: &[(&str, f64, &str)] = &[
@@ -58,6 +62,8 @@ pub const CLAIM_PROSE: &[(&str, f64, &str)] = &[
     ("QZ-2", QZ2_DPPL_PCT, "at most {}% worse"),
     ("QZ-4", QZ4_MEMORY_PCT, "at most {}%"),
     ("QZ-4", QZ4_DPPL_PCT, "within {}%"),
+    ("DS-1", DS1_RECOVERED_PCT, "at least {}%"),
+    ("DS-2", DS2_SPEEDUP_X, "at least {}×"),
     ("APR-1", APR1_INDEX_MS, "at most {} ms"),
     ("FA-1", FA1_MEMORY_X, "at most 1/{} of"),
     ("FA-2", FA2_SPEEDUP_X, "at least {}×"),
