@@ -15,8 +15,8 @@ use chapters_code::prune::structured::{
 };
 use chapters_code::prune::{Evidence, Method, Pattern, prune_model};
 use chapters_code::quant::awq;
-use chapters_code::quant::gptq::gptq_model;
-use chapters_code::quant::requantize::{Target, requantize};
+use chapters_code::quant::gptq::{gptq_model, gptq_model_rescaled};
+use chapters_code::quant::requantize::{Target, requantize, requantize_rescaled};
 use chapters_code::tokenizer::Tokenizer;
 use clap::Parser;
 use serde_json::{Value, json};
@@ -335,7 +335,7 @@ fn demo() -> Result<()> {
         decode_tokens: cli.decode_tokens,
     };
     let steps =
-        2 + methods.len() * patterns.len() + drops.len() + keeps.len() + if bench { 3 } else { 0 };
+        2 + methods.len() * patterns.len() + drops.len() + keeps.len() + if bench { 5 } else { 0 };
     let bar = progress::steps(steps as u64, "the source model");
     let base = b.evaluate(&source, !drops.is_empty() || !keeps.is_empty())?;
     bar.inc(1);
@@ -581,8 +581,47 @@ fn demo() -> Result<()> {
             Some(seconds),
         );
         bar.inc(1);
+        // AWQ first (its factors chosen for Q4_0 on the same calibration text), then each
+        // way of rounding.
+        bar.set_message("Q4_0 by AWQ and rounding");
+        let started = std::time::Instant::now();
+        let plan = awq::plan(&source, Target::Q4_0, &stats)?;
+        let plan_seconds = started.elapsed().as_secs_f64();
+        let (awq_report, awq_writer) =
+            requantize_rescaled(&source, Target::Q4_0, true, &|n| plan.rescale(n))?;
+        let awq_writer = awq_writer.context("Q4_0 is a GGUF format")?;
+        let seconds = started.elapsed().as_secs_f64();
+        let awq_rtn = b.evaluate(
+            &materialize(&awq_writer, cli.write.as_deref(), "Q4_0-awq-rtn")?,
+            false,
+        )?;
+        row(
+            "Q4_0, AWQ + round to nearest",
+            awq_report.bits_per_weight,
+            awq_writer.to_bytes().len(),
+            &awq_rtn,
+            Some(seconds),
+        );
+        bar.inc(1);
+        bar.set_message("Q4_0 by AWQ and GPTQ");
+        let started = std::time::Instant::now();
+        let (awq_gptq, writer) =
+            gptq_model_rescaled(&b.pool, &source, h, cli.damp, true, &|n| plan.rescale(n))?;
+        let seconds = started.elapsed().as_secs_f64() + plan_seconds;
+        let e = b.evaluate(
+            &materialize(&writer, cli.write.as_deref(), "Q4_0-awq-gptq")?,
+            false,
+        )?;
+        row(
+            "Q4_0, AWQ + GPTQ",
+            awq_gptq.bits_per_weight,
+            writer.to_bytes().len(),
+            &e,
+            Some(seconds),
+        );
+        bar.inc(1);
         gptq.notes.push(format!(
-            "Every matrix at Q4_0 (4.5 bits per weight), the tied embedding and output head too: that is what a 3.5× compression against F16 takes. GPTQ rounds the {} block matrices with their input Hessians (damping {}, scales per block of 32 taken as the sweep reaches them, columns in file order); the embedding is rounded to nearest in both rows (GPTQ would tune it for the head and spoil it as an embedding). Perplexity as in the sparsity table; F16 is the source's weights dequantized.",
+            "Every matrix at Q4_0 (4.5 bits per weight), the tied embedding and output head too: that is what a 3.5× compression against F16 takes. GPTQ rounds the {} block matrices with their input Hessians (damping {}, scales per block of 32 taken as the sweep reaches them, columns in file order); the embedding is rounded to nearest in both rows (GPTQ would tune it for the head and spoil it as an embedding). AWQ rows: the quantization chapter's activation-aware factors searched for Q4_0 on the same calibration text, folded into the norms and the value projection, then rounded to nearest or by GPTQ with the Hessians of the rescaled inputs. Perplexity as in the sparsity table; F16 is the source's weights dequantized.",
             report.by_gptq,
             cli.damp
         ));

@@ -63,6 +63,24 @@ impl Hessian {
         Ok((h, dead))
     }
 
+    /// The Hessian of the inputs `x · diag(d)`: entry (i, j) times `d_i · d_j`. AWQ divides a
+    /// matrix's inputs by its factors (folded into the operation before it), so GPTQ on the
+    /// rescaled matrix needs the Hessian of the rescaled inputs — this one, with `d = 1/s`.
+    pub fn scaled(&self, d: &[f32]) -> Hessian {
+        let n = self.cols;
+        let mut sum = self.sum.clone();
+        for (i, row) in sum.chunks_exact_mut(n).enumerate() {
+            for (j, v) in row.iter_mut().enumerate() {
+                *v *= f64::from(d[i]) * f64::from(d[j]);
+            }
+        }
+        Hessian {
+            cols: n,
+            sum,
+            tokens: self.tokens,
+        }
+    }
+
     /// The factor OBS sweeps with (see [`InverseFactor`]).
     pub fn inverse_factor(&self, pool: &ThreadPool, damp: f64) -> Result<InverseFactor, ObsError> {
         let (h, dead) = self.damped(damp)?;
@@ -119,7 +137,8 @@ pub struct LayerFactors<'h> {
     hessians: &'h Hessians,
     damp: f64,
     layer: usize,
-    made: [Option<InverseFactor>; 4],
+    /// Each input's factor, with the input scales it was made for (see [`Hessian::scaled`]).
+    made: [Option<(Option<Vec<f32>>, InverseFactor)>; 4],
 }
 
 impl<'h> LayerFactors<'h> {
@@ -139,6 +158,18 @@ impl<'h> LayerFactors<'h> {
         layer: usize,
         site: usize,
     ) -> Result<&InverseFactor, ModelError> {
+        self.get_scaled(pool, layer, site, None)
+    }
+
+    /// The factor of input `site` of `layer` with its channels multiplied by `d` (see
+    /// [`Hessian::scaled`]); `None` is the input as calibrated.
+    pub fn get_scaled(
+        &mut self,
+        pool: &ThreadPool,
+        layer: usize,
+        site: usize,
+        d: Option<&[f32]>,
+    ) -> Result<&InverseFactor, ModelError> {
         if layer != self.layer {
             self.made = Default::default();
             self.layer = layer;
@@ -149,19 +180,48 @@ impl<'h> LayerFactors<'h> {
             .get(layer)
             .map(|l| &l[site])
             .ok_or_else(|| ModelError::BadConfig(format!("no Hessians for block {layer}")))?;
-        if self.made[site].is_none() {
-            let f = h
-                .inverse_factor(pool, self.damp)
-                .map_err(|e| ModelError::BadConfig(format!("block {layer}: {e}")))?;
-            self.made[site] = Some(f);
+        let fresh = self.made[site]
+            .as_ref()
+            .is_some_and(|(made_for, _)| made_for.as_deref() == d);
+        if !fresh {
+            if d.is_some_and(|d| d.len() != h.cols) {
+                return Err(ModelError::BadConfig(format!(
+                    "block {layer}: input scales for {} channels, not {}",
+                    d.map_or(0, <[f32]>::len),
+                    h.cols
+                )));
+            }
+            let f = match d {
+                Some(d) => h.scaled(d).inverse_factor(pool, self.damp),
+                None => h.inverse_factor(pool, self.damp),
+            }
+            .map_err(|e| ModelError::BadConfig(format!("block {layer}: {e}")))?;
+            self.made[site] = Some((d.map(<[f32]>::to_vec), f));
         }
-        Ok(self.made[site].as_ref().expect("made just above"))
+        Ok(&self.made[site].as_ref().expect("made just above").1)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_scaled_hessian_is_the_hessian_of_the_scaled_inputs() {
+        let pool = ThreadPool::new(2);
+        let cols = 40;
+        let x = crate::obs::test_inputs::correlated(50, cols, 7);
+        let d: Vec<f32> = (0..cols).map(|i| 0.25 + i as f32 / 16.0).collect();
+        let xd: Vec<f32> = x.iter().enumerate().map(|(i, v)| v * d[i % cols]).collect();
+        let (mut h, mut hd) = (Hessian::new(cols), Hessian::new(cols));
+        h.add(&pool, &x);
+        hd.add(&pool, &xd);
+        let scaled = h.scaled(&d);
+        for (a, b) in scaled.sum.iter().zip(&hd.sum) {
+            assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{a} vs {b}");
+        }
+        assert_eq!(scaled.tokens, hd.tokens);
+    }
 
     #[test]
     fn damping_adds_a_share_of_the_mean_diagonal_and_revives_dead_channels() {

@@ -11,7 +11,7 @@
 
 use super::blocks::{BlockQ4_0, QK, block_bytes};
 use super::f16::{f16_to_f32, f32_to_f16};
-use super::requantize::Target;
+use super::requantize::{Rescale, Target};
 use crate::formats::{GgmlType, Gguf, GgufWriter};
 use crate::kernels::pool::ThreadPool;
 use crate::model::ModelError;
@@ -89,6 +89,24 @@ pub fn gptq_model(
     damp: f64,
     quantize_output: bool,
 ) -> Result<(Gptqd, GgufWriter), ModelError> {
+    gptq_model_rescaled(pool, source, hessians, damp, quantize_output, &|_| None)
+}
+// ANCHOR_END: gptq_model
+
+// ANCHOR: gptq_awq
+/// [`gptq_model`] after AWQ: every tensor multiplied by its factors first (`rescale`, as
+/// [`crate::quant::awq::AwqPlan::rescale`] gives them: input channels of a matrix scaled up by
+/// `s`, the norm or matrix before it scaled down), so that the model computes the same
+/// function; GPTQ then rounds each rescaled matrix with the Hessian of its rescaled inputs
+/// (`x / s`, see [`crate::obs::Hessian::scaled`]).
+pub fn gptq_model_rescaled(
+    pool: &ThreadPool,
+    source: &Gguf,
+    hessians: &Hessians,
+    damp: f64,
+    quantize_output: bool,
+    rescale: &dyn Fn(&str) -> Option<Rescale>,
+) -> Result<(Gptqd, GgufWriter), ModelError> {
     let mut factors = LayerFactors::new(hessians, damp);
     let mut writer = GgufWriter::new();
     for (key, value) in &source.metadata {
@@ -103,14 +121,46 @@ pub fn gptq_model(
     let (mut bits, mut weights) = (0u64, 0u64);
     for info in &source.tensors {
         let view = source.tensor(&info.name)?;
+        let scale = rescale(&info.name);
+        let mismatch = |what: &str| {
+            ModelError::BadConfig(format!("rescaling {}: {what} do not fit", info.name))
+        };
         if info.dims.len() != 2 {
-            writer.tensor(&info.name, &info.dims, info.ggml_type, view.data.to_vec());
+            let data = match scale.as_ref().and_then(|s| s.cols.as_ref()) {
+                Some(c) => {
+                    let v = view.as_f32()?;
+                    if c.len() != v.len() {
+                        return Err(mismatch("the factors"));
+                    }
+                    v.iter()
+                        .zip(c)
+                        .flat_map(|(x, c)| (x * c).to_le_bytes())
+                        .collect()
+                }
+                None => view.data.to_vec(),
+            };
+            writer.tensor(&info.name, &info.dims, info.ggml_type, data);
             continue;
         }
         let (mut w, rows, cols) = dequantized(view)?;
+        let col_scales = scale.as_ref().and_then(|s| s.cols.clone());
+        if let Some(s) = &scale {
+            if s.rows.as_ref().is_some_and(|f| f.len() != rows)
+                || col_scales.as_ref().is_some_and(|f| f.len() != cols)
+            {
+                return Err(mismatch("the row or column factors"));
+            }
+            for (r, row) in w.chunks_exact_mut(cols).enumerate() {
+                let fr = s.rows.as_ref().map_or(1.0, |f| f[r]);
+                for (c, x) in row.iter_mut().enumerate() {
+                    *x *= fr * col_scales.as_ref().map_or(1.0, |f| f[c]);
+                }
+            }
+        }
+        let inverse: Option<Vec<f32>> = col_scales.map(|c| c.iter().map(|s| 1.0 / s).collect());
         let data = match input_of(&info.name) {
             Some((layer, Some(site))) if cols.is_multiple_of(QK) => {
-                let f = factors.get(pool, layer, site)?;
+                let f = factors.get_scaled(pool, layer, site, inverse.as_deref())?;
                 if f.n != cols {
                     return Err(ModelError::BadConfig(format!(
                         "the Hessian of block {layer} does not fit {} ({cols} inputs)",
@@ -148,7 +198,7 @@ pub fn gptq_model(
     report.bits_per_weight = bits as f64 / weights.max(1) as f64;
     Ok((report, writer))
 }
-// ANCHOR_END: gptq_model
+// ANCHOR_END: gptq_awq
 
 #[cfg(test)]
 mod tests {
@@ -197,6 +247,62 @@ mod tests {
             .forward(&pool, &mut cache, &tokens[..4], Logits::Last)
             .unwrap();
         assert!(logits.iter().all(|x| x.is_finite()));
+    }
+
+    #[test]
+    fn an_awq_then_gptq_model_computes_what_gptq_alone_does_when_the_factors_are_powers_of_two() {
+        use crate::model::{KvCache, Llama, Logits};
+        use crate::quant::requantize::Rescale;
+        let Some(path) = crate::assets::model_for_tests() else {
+            return;
+        };
+        let full = Gguf::open(path).unwrap();
+        let cut = crate::testutil::ScratchFile::new("gptq-awq-two-blocks.gguf");
+        crate::prune::structured::drop_blocks(&full, &(2..30).collect::<Vec<_>>())
+            .unwrap()
+            .write(&cut.0)
+            .unwrap();
+        let source = Gguf::open(&cut.0).unwrap();
+        let model = Llama::load(&source).unwrap();
+        let pool = ThreadPool::new(2);
+        let tokens: Vec<u32> = (1..=64).map(|i| i * 37 % 9000).collect();
+        let hessians = crate::obs::collect_hessians(&model, &pool, &tokens, 32).unwrap();
+        // Q, K, V of block 0 take inputs halved (attn_norm × 0.5) and columns doubled.
+        let dim = model.config.dim;
+        let rescale = |name: &str| match name {
+            "blk.0.attn_norm.weight" => Some(Rescale {
+                rows: None,
+                cols: Some(vec![0.5; dim]),
+            }),
+            "blk.0.attn_q.weight" | "blk.0.attn_k.weight" | "blk.0.attn_v.weight" => {
+                Some(Rescale {
+                    rows: None,
+                    cols: Some(vec![2.0; dim]),
+                })
+            }
+            _ => None,
+        };
+        let run = |writer: GgufWriter| {
+            let g = Gguf::from_bytes(writer.to_bytes()).unwrap();
+            let m = Llama::load(&g).unwrap();
+            let mut cache = KvCache::with_limit(&m.config, 8);
+            m.forward(&pool, &mut cache, &tokens[..6], Logits::Last)
+                .unwrap()
+        };
+        let plain = run(gptq_model(&pool, &source, &hessians, 0.01, true).unwrap().1);
+        let awq = run(
+            gptq_model_rescaled(&pool, &source, &hessians, 0.01, true, &rescale)
+                .unwrap()
+                .1,
+        );
+        let worst = plain
+            .iter()
+            .zip(&awq)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        // The same integers and exactly doubled scales; only the activations' 8-bit rounding
+        // sees the halved norm, so the logits agree closely, not bit for bit.
+        assert!(worst < 0.05, "max |Δ logit| {worst}");
     }
 
     #[test]
@@ -274,6 +380,27 @@ mod tests {
         let mut back = vec![0.0f32; cols];
         dequantize_q4_0(&blocks, &mut back);
         assert_eq!(back, swept, "a reader dequantizes exactly the swept values");
+    }
+
+    #[test]
+    fn after_awq_gptq_rounds_the_rescaled_matrix_as_the_original_one() {
+        // Scaling every input channel of a row by 2 and its inputs by 1/2 (the Hessian by
+        // 1/4) computes the same product; GPTQ then picks the same integers with twice the
+        // scales (powers of two are exact): the rescaling is consistent with the Hessian.
+        let pool = ThreadPool::new(2);
+        let cols = 128;
+        let mut h = Hessian::new(cols);
+        h.add(&pool, &inputs(300, cols, 9));
+        let mut rng = Rng::new(3);
+        let w: Vec<f32> = (0..cols).map(|_| rng.next_f32() - 0.5).collect();
+        let (plain, _) = gptq_q4_0_row(&h.inverse_factor(&pool, 0.01).unwrap(), &mut w.clone());
+        let halves = vec![0.5f32; cols];
+        let f = h.scaled(&halves).inverse_factor(&pool, 0.01).unwrap();
+        let (scaled, _) = gptq_q4_0_row(&f, &mut w.iter().map(|x| 2.0 * x).collect::<Vec<_>>());
+        for (a, b) in plain.iter().zip(&scaled) {
+            assert_eq!(a.qs, b.qs);
+            assert_eq!(2.0 * f16_to_f32(a.d), f16_to_f32(b.d));
+        }
     }
 
     #[test]

@@ -171,6 +171,15 @@ fn claim_cases() -> Vec<(&'static str, Files, Files)> {
     let formats = |rows: Value| vec![("quantization-formats", rows)];
     let gptq = |rows: Value| vec![("prune-gptq", rows)];
     let sparsity = |rows: Value| vec![("prune-sparsity", rows)];
+    let distilled = |recovered: f64, speedup: f64| {
+        vec![(
+            "distill-quality",
+            json!([{"model": "teacher", "ppl": 32.0, "speedup": 1.0},
+                   {"model": "pruned to 12 blocks, not healed", "ppl": 9000.0, "recovered": 0.0},
+                   {"model": "healed, forward KL", "ppl": 300.0, "recovered": recovered,
+                    "speedup": speedup}]),
+        )]
+    };
     let kv_cache = |dppl: f64| {
         vec![(
             "quantization-kv-cache",
@@ -293,7 +302,8 @@ fn claim_cases() -> Vec<(&'static str, Files, Files)> {
             "QZ-2",
             gptq(
                 json!([{"recipe": "Q4_0, round to nearest", "vs_f16": 3.56, "dppl": 25.0},
-                        {"recipe": "Q4_0, GPTQ", "vs_f16": 3.56, "dppl": 8.0}]),
+                        {"recipe": "Q4_0, GPTQ", "vs_f16": 3.56, "dppl": 30.0},
+                        {"recipe": "Q4_0, AWQ + GPTQ", "vs_f16": 3.56, "dppl": 8.0}]),
             ),
             gptq(
                 json!([{"recipe": "Q4_0, round to nearest", "vs_f16": 3.56, "dppl": 25.0},
@@ -326,6 +336,8 @@ fn claim_cases() -> Vec<(&'static str, Files, Files)> {
         ("APR-2", security("yes"), security("no")),
         ("FA-1", flash_memory(30.0), flash_memory(12.0)),
         ("FA-2", flash_speed(1.8, 1.1), flash_speed(1.2, 1.1)),
+        ("DS-1", distilled(60.0, 2.0), distilled(40.0, 2.0)),
+        ("DS-2", distilled(60.0, 1.9), distilled(60.0, 1.7)),
         ("FA-3", flash_speed(1.8, 1.05), flash_speed(1.8, 0.9)),
         ("FA-4", invariance(true), invariance(false)),
         ("SD-1", spec_verify(true), spec_verify(false)),
