@@ -23,7 +23,7 @@ use clap::Parser;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 
-/// Distill the course model into a student that keeps --keep of its 30 blocks (those whose
+/// Distill the course model into a student that keeps --keep of its blocks (those whose
 /// output changes the residual stream most on models/lee.cor), with the embedding and output
 /// head frozen and shared. The teacher's top-k logits on Wikipedia articles
 /// (models/enwiki-shortened.xml) are computed once and cached; the student trains on them
@@ -241,13 +241,11 @@ fn demo() -> Result<()> {
     let held: Vec<usize> = (n_train..n_seq).collect();
 
     // 3. The models every student is compared with.
+    let scored = tokenizer.encode(&assets::read_text(&assets::perplexity_text_path())?, true);
     let b = ModelBench {
         pool,
         tokenizer,
-        scored: {
-            let t = Tokenizer::from_gguf(&teacher_file)?;
-            t.encode(&assets::read_text(&assets::perplexity_text_path())?, true)
-        },
+        scored,
         chunks,
         decode_tokens: cli.decode_tokens,
     };
@@ -323,7 +321,7 @@ fn demo() -> Result<()> {
         if cli.demo.verify {
             verified &= after.total < before.total && Llama::load(&file)?.layers.len() == keep;
         }
-        let bytes = writer.to_bytes().len();
+        let bytes = file.file_len();
         trained.push(Trained {
             objective,
             logs,
@@ -630,8 +628,10 @@ fn draft_table(
                 .decimals(2),
         ],
     );
+    // Four passages 700 tokens apart (closer on a short text; the text holds at least 512).
+    let apart = (b.scored.len().saturating_sub(48) / 4).min(700);
     let prompts: Vec<Vec<u32>> = (0..4)
-        .map(|i| b.scored[i * 700..i * 700 + 48].to_vec())
+        .map(|i| b.scored[i * apart..(i * apart + 48).min(b.scored.len())].to_vec())
         .collect();
     let request = |prompt: &[u32]| Request {
         prompt_ids: prompt.to_vec(),

@@ -1,7 +1,6 @@
 //! The teacher's predictions, computed once and cached: for every training position, its
-//! top-k tokens and their logits. k = 32 holds nearly all of the probability mass of a
-//! trained model's next-token distribution and costs 256 bytes a position instead of the
-//! full vocabulary's 196 KB.
+//! top-k tokens and their logits. At k = 32 that is 256 bytes a position instead of the full
+//! vocabulary's 196 KB; the tail past the top k is not kept (the loss renormalizes over it).
 
 use super::loss::Target;
 use crate::formats::Gguf;
@@ -82,7 +81,7 @@ impl TeacherCache {
         mut progress: impl FnMut(usize, usize),
     ) -> Result<TeacherCache, ModelError> {
         let vocab = teacher.config.vocab_size;
-        let k = k.min(vocab);
+        let k = k.clamp(1, vocab.max(1));
         let n_seq = tokens.len().saturating_sub(1) / seq_len.max(1);
         let mut cache = KvCache::with_limit(&teacher.config, seq_len);
         let mut out = TeacherCache {
@@ -178,8 +177,20 @@ impl TeacherCache {
         if file_key != key {
             return Ok(None);
         }
-        let (n_tok, n_top) = (n_seq * (seq_len + 1), n_seq * seq_len * k);
-        if bytes.len() != 32 + 4 * (n_tok + 2 * n_top) {
+        // Sizes from the header are checked before any is trusted: a damaged header must give
+        // an error, not an overflow.
+        let sizes = n_seq
+            .checked_mul(seq_len + 1)
+            .zip(n_seq.checked_mul(seq_len).and_then(|n| n.checked_mul(k)));
+        let Some((n_tok, n_top)) = sizes else {
+            return Err(bad());
+        };
+        let expected = n_top
+            .checked_mul(2)
+            .and_then(|t| t.checked_add(n_tok))
+            .and_then(|w| w.checked_mul(4))
+            .and_then(|b| b.checked_add(32));
+        if expected != Some(bytes.len()) {
             return Err(bad());
         }
         let words = |from: usize, n: usize| {
@@ -202,5 +213,52 @@ impl TeacherCache {
             logits,
             key,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::ScratchFile;
+
+    #[test]
+    fn a_cache_reads_back_and_a_damaged_or_foreign_one_is_refused() {
+        let cache = TeacherCache {
+            seq_len: 3,
+            k: 2,
+            tokens: vec![5, 6, 7, 8, 9, 10, 11, 12],
+            ids: (0..12).collect(),
+            logits: (0..12).map(|i| i as f32 * 0.5 - 1.0).collect(),
+            key: 77,
+        };
+        let file = ScratchFile::new("teacher-cache.bin");
+        cache.save(&file.0).unwrap();
+        assert_eq!(
+            TeacherCache::load(&file.0, 77).unwrap(),
+            Some(cache.clone())
+        );
+        assert_eq!(
+            TeacherCache::load(&file.0, 78).unwrap(),
+            None,
+            "another key"
+        );
+        let (inputs, targets) = cache.sequence(1);
+        assert_eq!(inputs, [9, 10, 11]);
+        assert_eq!((targets[2].next, targets[2].top_ids), (12, &[10, 11][..]));
+        // A header claiming sizes whose product overflows, and a truncated file.
+        let mut bytes = std::fs::read(&file.0).unwrap();
+        bytes[12..24].copy_from_slice(&[0xff; 12]);
+        std::fs::write(&file.0, &bytes).unwrap();
+        assert!(matches!(
+            TeacherCache::load(&file.0, 77),
+            Err(CacheError::NotACache(_))
+        ));
+        cache.save(&file.0).unwrap();
+        let bytes = std::fs::read(&file.0).unwrap();
+        std::fs::write(&file.0, &bytes[..bytes.len() - 4]).unwrap();
+        assert!(matches!(
+            TeacherCache::load(&file.0, 77),
+            Err(CacheError::NotACache(_))
+        ));
     }
 }
