@@ -38,6 +38,7 @@ pub mod kernels;
 pub mod kv;
 pub mod model;
 pub mod obs;
+pub mod parallel;
 pub mod parity;
 pub mod prune;
 pub mod quant;

@@ -22,6 +22,18 @@ pub enum MatrixError {
     NotAMatrix { name: String, dims: usize },
     #[error("tensor `{name}` data is misaligned for its block type")]
     Misaligned { name: String },
+    #[error(
+        "tensor `{name}`: {bytes} bytes cannot hold {rows} rows of {cols} {ty} values \
+         (rows must be whole blocks of {block})"
+    )]
+    BadSize {
+        name: String,
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        bytes: usize,
+        block: u64,
+    },
 }
 
 // ANCHOR: qmatrix
@@ -72,16 +84,60 @@ impl<'a> QMatrix<'a> {
                 dims,
             });
         }
-        let m = QMatrix {
+        QMatrix {
             name,
             ty,
             rows: view.n_rows(),
             cols: view.row_len(),
             row_bytes: view.row_bytes(),
             data: view.data,
-        };
+        }
+        .checked()
+    }
+
+    /// A matrix over `data`, laid out as in a model file: `rows` rows of `cols` values of
+    /// type `ty`, each row whole blocks (a shard's copy of a slice of a file's matrix).
+    pub fn from_parts(
+        name: &'a str,
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        data: &'a [u8],
+    ) -> Result<QMatrix<'a>, MatrixError> {
+        if !Self::supports(ty) {
+            return Err(MatrixError::UnsupportedType {
+                name: name.into(),
+                ty,
+            });
+        }
+        let block = ty.block_size();
+        let row_bytes = (cols as u64 / block * ty.type_size()) as usize;
+        if !(cols as u64).is_multiple_of(block) || rows.checked_mul(row_bytes) != Some(data.len()) {
+            return Err(MatrixError::BadSize {
+                name: name.into(),
+                ty,
+                rows,
+                cols,
+                bytes: data.len(),
+                block,
+            });
+        }
+        QMatrix {
+            name,
+            ty,
+            rows,
+            cols,
+            row_bytes,
+            data,
+        }
+        .checked()
+    }
+
+    /// `self`, if every row can be viewed as blocks.
+    fn checked(self) -> Result<QMatrix<'a>, MatrixError> {
+        let (m, name) = (self, self.name);
         // Check once that every row can be viewed as blocks, so `row` never fails later.
-        let aligned = match ty {
+        let aligned = match m.ty {
             GgmlType::F32 => cast_slice::<f32>(m.data).is_some(),
             GgmlType::F16 => cast_slice::<u16>(m.data).is_some(),
             _ => cast_slice::<u16>(m.data).is_some() && m.row_bytes.is_multiple_of(2),

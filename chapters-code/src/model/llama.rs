@@ -5,12 +5,13 @@
 //! One call processes any number of new tokens of one sequence: the whole prompt at once
 //! (prefill: every weight matrix is read once for all prompt tokens) or one token (decode).
 
+use super::block::{BlockShape, Scratch, StepRows, run_block};
 use super::cache::KvCache;
 use super::config::{LlamaConfig, ModelError};
-use super::ops::{add_in_place, rmsnorm, rope, swiglu};
-use crate::attention::{self, AttentionKind, Heads, KvBatch};
+use super::ops::rmsnorm;
+use crate::attention::{AttentionKind, KvBatch};
 use crate::formats::Gguf;
-use crate::kernels::matmul::{ActFormat, Acts, Matmul, QMatrix, matmul, matmul_many};
+use crate::kernels::matmul::{Acts, QMatrix, matmul};
 use crate::kernels::pool::ThreadPool;
 use crate::tokenizer::TokenId;
 
@@ -263,13 +264,8 @@ impl<'a> Llama<'a> {
             firsts.push(positions.len());
             positions.extend(kv.len(s)..kv.len(s) + step.tokens.len());
         }
-        let (d, kvd) = (c.dim, c.kv_dim());
+        let d = c.dim;
         let news: Vec<usize> = steps.iter().map(|s| s.tokens.len()).collect();
-        let heads = Heads {
-            n_heads: c.n_heads,
-            n_kv_heads: c.n_kv_heads,
-            head_dim: c.head_dim,
-        };
 
         // The residual stream: one row of `dim` floats per token.
         let mut x = vec![0.0f32; n * d];
@@ -277,90 +273,32 @@ impl<'a> Llama<'a> {
         for (row, &id) in x.chunks_exact_mut(d).zip(all_tokens) {
             self.token_embd.row_f32(id as usize, row);
         }
-        let mut xn = vec![0.0f32; n * d];
-        let (mut q, mut k, mut v) = (vec![0.0; n * d], vec![0.0; n * kvd], vec![0.0; n * kvd]);
-        let mut att = vec![0.0f32; n * d];
-        let mut proj = vec![0.0f32; n * d];
-        let (mut gate, mut up) = (vec![0.0f32; n * c.ffn_dim], vec![0.0f32; n * c.ffn_dim]);
+        let rows = StepRows {
+            positions: &positions,
+            news: &news,
+            firsts: &firsts,
+        };
+        let mut scratch = Scratch::new(c, n);
+        let shape = BlockShape {
+            config: c,
+            attention: self.attention,
+        };
         // ANCHOR_END: forward_batch
 
         for (li, layer) in self.layers.iter().enumerate() {
-            observe(li, Site::BlockInput, &x);
-            // Attention block.
-            rmsnorm(&x, layer.attn_norm, c.rms_eps, &mut xn);
-            observe(li, Site::AttnInput, &xn);
-            let acts = ActsFor::new(&xn, d, &[&layer.wq, &layer.wk, &layer.wv]);
-            matmul_many(
+            let mut whole = |_: &mut [f32]| {}; // one process holds every product whole
+            run_block(
                 pool,
-                &mut [
-                    acts.product(&layer.wq, &mut q),
-                    acts.product(&layer.wk, &mut k),
-                    acts.product(&layer.wv, &mut v),
-                ],
+                shape,
+                li,
+                layer,
+                &mut x,
+                &rows,
+                kv,
+                &mut scratch,
+                observe,
+                &mut whole,
             );
-            rope(
-                &mut q,
-                &positions,
-                c.n_heads,
-                c.head_dim,
-                c.rope_dims,
-                c.rope_theta,
-            );
-            rope(
-                &mut k,
-                &positions,
-                c.n_kv_heads,
-                c.head_dim,
-                c.rope_dims,
-                c.rope_theta,
-            );
-            for (s, step) in steps.iter().enumerate() {
-                let rows = firsts[s]..firsts[s] + step.tokens.len();
-                kv.append(
-                    s,
-                    li,
-                    &k[rows.start * kvd..rows.end * kvd],
-                    &v[rows.start * kvd..rows.end * kvd],
-                );
-            }
-            let step = attention::Step {
-                heads,
-                q: &q,
-                kv: &*kv,
-                layer: li,
-                new: &news,
-                firsts: &firsts,
-            };
-            attention::attend(self.attention, pool, &step, &mut att);
-            observe(li, Site::AttnOutput, &att);
-            matmul(
-                pool,
-                &layer.wo,
-                &Acts::new(layer.wo.act_format(), &att, d),
-                &mut proj,
-            );
-            add_in_place(&mut x, &proj);
-
-            // Feed-forward block.
-            rmsnorm(&x, layer.ffn_norm, c.rms_eps, &mut xn);
-            observe(li, Site::FfnInput, &xn);
-            let acts = ActsFor::new(&xn, d, &[&layer.w_gate, &layer.w_up]);
-            matmul_many(
-                pool,
-                &mut [
-                    acts.product(&layer.w_gate, &mut gate),
-                    acts.product(&layer.w_up, &mut up),
-                ],
-            );
-            swiglu(&mut gate, &up);
-            observe(li, Site::DownInput, &gate);
-            matmul(
-                pool,
-                &layer.w_down,
-                &Acts::new(layer.w_down.act_format(), &gate, c.ffn_dim),
-                &mut proj,
-            );
-            add_in_place(&mut x, &proj);
         }
         observe(self.layers.len(), Site::BlockInput, &x);
         for (s, step) in steps.iter().enumerate() {
@@ -369,16 +307,7 @@ impl<'a> Llama<'a> {
 
         // Final norm and output head, for the rows whose logits are wanted — all sequences'
         // rows in one product.
-        let mut wanted: Vec<std::ops::Range<usize>> = Vec::with_capacity(steps.len());
-        for (s, step) in steps.iter().enumerate() {
-            let len = step.tokens.len();
-            let from = match step.logits {
-                Logits::Last => len - 1,
-                Logits::All => 0,
-                Logits::From(i) => i.min(len - 1),
-            };
-            wanted.push(firsts[s] + from..firsts[s] + len);
-        }
+        let wanted = wanted_rows(steps, &firsts);
         let rows: Vec<f32> = wanted
             .iter()
             .flat_map(|r| x[r.start * d..r.end * d].iter().copied())
@@ -404,33 +333,19 @@ impl<'a> Llama<'a> {
     // ANCHOR_END: forward
 }
 
-/// One input quantized once per activation format its weight matrices need (Q, K and V
-/// usually share one format, so the input is quantized once for all three).
-struct ActsFor {
-    made: Vec<(ActFormat, Acts)>,
-}
-
-impl ActsFor {
-    fn new(x: &[f32], cols: usize, weights: &[&QMatrix]) -> ActsFor {
-        let mut made: Vec<(ActFormat, Acts)> = Vec::new();
-        for w in weights {
-            let format = w.act_format();
-            if !made.iter().any(|(f, _)| *f == format) {
-                made.push((format, Acts::new(format, x, cols)));
-            }
-        }
-        ActsFor { made }
-    }
-
-    /// The product of `w` with these activations, into `out`.
-    fn product<'s, 'w>(&'s self, w: &'s QMatrix<'w>, out: &'s mut [f32]) -> Matmul<'s, 'w> {
-        let format = w.act_format();
-        let acts = &self
-            .made
-            .iter()
-            .find(|(f, _)| *f == format)
-            .expect("quantized in ActsFor::new")
-            .1;
-        Matmul { w, acts, out }
-    }
+/// The batch rows whose logits each sequence of `steps` wants (its first row is `firsts[s]`).
+pub(crate) fn wanted_rows(steps: &[SeqStep<'_>], firsts: &[usize]) -> Vec<std::ops::Range<usize>> {
+    steps
+        .iter()
+        .zip(firsts)
+        .map(|(step, &first)| {
+            let len = step.tokens.len();
+            let from = match step.logits {
+                Logits::Last => len - 1,
+                Logits::All => 0,
+                Logits::From(i) => i.min(len - 1),
+            };
+            first + from..first + len
+        })
+        .collect()
 }

@@ -1,5 +1,6 @@
 //! The Llama-family model: hyper-parameters from the file, the forward pass, the KV cache.
 
+pub mod block;
 pub mod cache;
 pub mod config;
 /// GGML's exp, used by SwiGLU here and by attention's softmax (it lives with the kernels).
