@@ -238,6 +238,20 @@ fn every_demo_explains_its_flags() {
             ][..],
         ),
         (
+            env!("CARGO_BIN_EXE_demo-tensor-parallel"),
+            &[
+                "--shards",
+                "--prompt",
+                "--max-tokens",
+                "--prompts",
+                "--decode-tokens",
+                "--rounds",
+                "--sequences",
+                "--benchmark",
+                "--verify",
+            ][..],
+        ),
+        (
             env!("CARGO_BIN_EXE_demo-throughput-bench"),
             &["--concurrency", "--max-tokens", "--url", "--time-limit-s"][..],
         ),
@@ -334,6 +348,77 @@ fn perplexity_json_has_ppl_and_tokens() {
     assert!(report["result"]["ppl"].as_f64().unwrap() > 1.0);
     assert_eq!(report["result"]["tokens"], 75_678);
     assert_eq!(report["verified"], true);
+}
+
+/// The tensor-parallelism chapter's run, shortened: two suite prompts, a few decoded tokens,
+/// one round. Every table comes out, the shards stay inside the parity bars, and the bytes they
+/// exchange are the formula's.
+#[test]
+fn tensor_parallel_demo_reports_every_table_and_verifies() {
+    if chapters_code::assets::model_for_tests().is_none()
+        || chapters_code::assets::perplexity_text_for_tests().is_none()
+    {
+        return;
+    }
+    let args = [
+        "--output",
+        "json",
+        "--verify",
+        "--benchmark",
+        "--prompts",
+        "2",
+        "--max-tokens",
+        "6",
+        "--decode-tokens",
+        "4",
+        "--rounds",
+        "1",
+        "--sequences",
+        "2",
+    ];
+    let out = run(env!("CARGO_BIN_EXE_demo-tensor-parallel"), &args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["verified"], true);
+    let tables = report["tables"].as_array().unwrap();
+    let table = |name: &str| {
+        tables
+            .iter()
+            .find(|t| t["name"] == name)
+            .unwrap_or_else(|| panic!("no table {name}"))
+    };
+    for name in [
+        "tp-shards",
+        "tp-traffic",
+        "tp-agreement",
+        "tp-collectives",
+        "tp-speed",
+        "tp-pipeline",
+        "tp-projection",
+        "tp-verdict",
+    ] {
+        assert!(
+            !table(name)["rows"].as_array().unwrap().is_empty(),
+            "{name}"
+        );
+    }
+    let rows = |name: &str| table(name)["rows"].as_array().unwrap().clone();
+    assert!(rows("tp-traffic").iter().all(|r| r["equal"] == true));
+    assert!(rows("tp-pipeline").iter().all(|r| r["same_tokens"] == true));
+    assert_eq!(rows("tp-shards").len(), 4); // one shard, then three
+    let speed = rows("tp-speed");
+    assert_eq!(speed.len(), 4);
+    assert!(
+        speed
+            .iter()
+            .all(|r| r["decode_tok_s"].as_f64().unwrap() > 0.0)
+    );
+    assert!(speed[3]["predicted_tok_s"].as_f64().unwrap() > 0.0);
+    assert_eq!(report["result"]["valid_shards"], "1, 3");
 }
 
 /// The short version of the distillation chapter's run: a 2-block student, 2 steps of one

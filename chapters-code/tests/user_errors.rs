@@ -141,6 +141,19 @@ fn mistakes() -> Vec<Mistake> {
             needs_model: false,
         },
         Mistake {
+            what: "a tensor-parallel size the heads do not divide",
+            bin: env!("CARGO_BIN_EXE_demo-tensor-parallel"),
+            args: strings(&["--shards", "2"]),
+            model_env: None,
+            fix: strings(&[
+                "attention heads (9)",
+                "tensor parallel size (2)",
+                "splits over 1, 3",
+            ]),
+            never: &[],
+            needs_model: true,
+        },
+        Mistake {
             what: "a student as large as its teacher",
             bin: env!("CARGO_BIN_EXE_demo-distillation"),
             args: strings(&["--keep", "30", "--steps", "1"]),

@@ -114,6 +114,10 @@ pub const DEMOS: &[DemoJob] = &[
         bin: "demo-speculative-decode",
         args: &["--benchmark", "--output", "json", "--verify"],
     },
+    DemoJob {
+        bin: "demo-tensor-parallel",
+        args: &["--benchmark", "--output", "json", "--verify"],
+    },
 ];
 
 pub const CRITERION: &[CriterionJob] = &[

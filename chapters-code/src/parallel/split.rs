@@ -33,6 +33,7 @@ pub(crate) fn fits(c: &LlamaConfig, n: usize, block: u64) -> bool {
         && whole(c.ffn_dim)
 }
 
+// ANCHOR: check
 /// Ok if `n` shards can split `c` with row blocks of `block` values; else why not.
 pub(crate) fn check(c: &LlamaConfig, n: usize, block: u64) -> Result<(), ParallelError> {
     let valid = || super::valid_sizes(c, block);
@@ -70,6 +71,7 @@ pub(crate) fn check(c: &LlamaConfig, n: usize, block: u64) -> Result<(), Paralle
     }
     Ok(())
 }
+// ANCHOR_END: check
 
 impl Plan {
     /// Splits `c` over `n` shards whose weights come in blocks of `block` values (32 for
@@ -112,6 +114,7 @@ pub struct OwnedMatrix {
 }
 
 impl OwnedMatrix {
+    // ANCHOR: slices
     /// Rows `rows` of `m` (column-parallel: a shard's share of the outputs).
     pub fn rows_of(m: &QMatrix<'_>, rows: Range<usize>) -> OwnedMatrix {
         let bytes = (rows.start..rows.end).flat_map(|r| m.row(r).iter().copied());
@@ -127,6 +130,7 @@ impl OwnedMatrix {
         let all = (0..m.rows).flat_map(|r| m.row(r)[bytes.clone()].iter().copied());
         Self::collect(m, m.rows, cols.len(), all)
     }
+    // ANCHOR_END: slices
 
     fn collect(
         m: &QMatrix<'_>,

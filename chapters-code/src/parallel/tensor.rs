@@ -30,6 +30,7 @@ struct ShardBlock {
 }
 
 impl ShardBlock {
+    // ANCHOR: cut
     fn cut(l: &Layer<'_>, r: &ShardRanges, head_dim: usize) -> ShardBlock {
         let heads = r.heads.start * head_dim..r.heads.end * head_dim;
         let kv = r.kv_heads.start * head_dim..r.kv_heads.end * head_dim;
@@ -43,6 +44,7 @@ impl ShardBlock {
             down: OwnedMatrix::cols_of(&l.w_down, r.ffn.clone()),
         }
     }
+    // ANCHOR_END: cut
 
     fn matrices(&self) -> [&OwnedMatrix; 7] {
         [

@@ -34,6 +34,7 @@ pub struct Chart {
 mod attention;
 mod distillation;
 mod hardware;
+mod parallel;
 mod parity;
 mod pruning;
 mod quantization;
@@ -131,6 +132,12 @@ const CHARTS: &[Spec] = &[
         needs: &["distill-loss"],
         optional: &[],
         draw: distillation::loss_curves,
+    },
+    Spec {
+        file: "tensor-parallel-projection.svg",
+        needs: &["tp-projection"],
+        optional: &[],
+        draw: parallel::projection,
     },
     Spec {
         file: "speculative-cost-and-speedup.svg",

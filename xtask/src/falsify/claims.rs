@@ -980,6 +980,75 @@ pub const CLAIMS: &[Claim] = &[
             })
         },
     },
+    Claim {
+        id: "MP-1",
+        chapter: "Tensor parallelism",
+        statement: "Split over tensor-parallel shards, the model stays inside the parity chapter's bars against the one-process engine: its top-5 log-probabilities differ no more, and its greedy runs share no fewer tokens, than two llama.cpp builds",
+        tables: &["tp-agreement"],
+        check: |root| {
+            all_true(
+                root,
+                "tp-agreement",
+                "within_bars",
+                "splits within the bars",
+            )
+        },
+    },
+    Claim {
+        id: "MP-2",
+        chapter: "Tensor parallelism",
+        statement: "The shards exchange exactly the bytes the formula gives: 2 × blocks × dim × 4 per token in the blocks' all-reduces, dim × 4 for the embedding, vocab × 4 for the logits",
+        tables: &["tp-traffic"],
+        check: |root| {
+            all_true(
+                root,
+                "tp-traffic",
+                "equal",
+                "collectives as the formula says",
+            )
+        },
+    },
+    Claim {
+        id: "MP-3",
+        chapter: "Tensor parallelism",
+        statement: "The cost model predicts the shards' decode speed on this machine within 25% of the measured speed",
+        tables: &["tp-speed"],
+        check: |root| {
+            let Some(t) = table(root, "tp-speed")? else {
+                return Ok(missing("tp-speed"));
+            };
+            // The split with the most shards: the one communication and waiting show in.
+            let row = t
+                .table
+                .rows
+                .iter()
+                .filter_map(|r| {
+                    let config = r.get("config")?.as_str()?;
+                    config.starts_with("tensor parallel").then_some(())?;
+                    Some((
+                        config.to_string(),
+                        r.get("threads")?.as_f64()?,
+                        r.get("decode_tok_s")?.as_f64()?,
+                        r.get("predicted_tok_s")?.as_f64()?,
+                    ))
+                })
+                .max_by(|a, b| a.1.total_cmp(&b.1));
+            Ok(match row {
+                Some((config, _, measured, predicted)) => {
+                    let error = (predicted / measured - 1.0) * 100.0;
+                    let evidence = format!(
+                        "{config}: predicted {predicted:.1}, measured {measured:.1} tokens per second ({error:+.1}%)"
+                    );
+                    if error.abs() <= MP3_ERROR_PCT {
+                        Verdict::Holds(evidence)
+                    } else {
+                        Verdict::Falsified(evidence)
+                    }
+                }
+                None => missing("tp-speed"),
+            })
+        },
+    },
 ];
 
 /// The row of the longest context (`context` column).

@@ -142,6 +142,14 @@ pub fn depends_on(name: &str) -> Vec<&'static str> {
                 "chapters-code/src/bin/demo-distillation.rs",
             ],
         ),
+        n if n.starts_with("tp-") => (
+            true,
+            &[
+                "chapters-code/src/parallel",
+                "chapters-code/src/parity",
+                "chapters-code/src/bin/demo-tensor-parallel.rs",
+            ],
+        ),
         "coverage" => (false, &["chapters-code", "xtask"]),
         _ => (false, &["chapters-code/src"]),
     };

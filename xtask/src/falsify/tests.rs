@@ -236,6 +236,28 @@ fn claim_cases() -> Vec<(&'static str, Files, Files)> {
             ]),
         )]
     };
+    let tp_agreement = |within: bool| {
+        vec![(
+            "tp-agreement",
+            json!([{"shards": 3, "within_bars": within}, {"shards": 1, "within_bars": true}]),
+        )]
+    };
+    let tp_traffic = |equal: bool| {
+        vec![(
+            "tp-traffic",
+            json!([{"collective": "a", "equal": true}, {"collective": "b", "equal": equal}]),
+        )]
+    };
+    let tp_speed = |predicted: f64| {
+        vec![(
+            "tp-speed",
+            json!([
+                {"config": "engine", "threads": 1, "decode_tok_s": 100.0, "predicted_tok_s": null},
+                {"config": "tensor parallel, 3 shards", "threads": 3, "decode_tok_s": 50.0, "predicted_tok_s": predicted},
+                {"config": "tensor parallel, 1 shard", "threads": 1, "decode_tok_s": 90.0, "predicted_tok_s": 10.0}
+            ]),
+        )]
+    };
     let apr = |ms: f64| {
         vec![(
             "apr-load",
@@ -337,6 +359,10 @@ fn claim_cases() -> Vec<(&'static str, Files, Files)> {
         ("FA-1", flash_memory(30.0), flash_memory(12.0)),
         ("FA-2", flash_speed(1.8, 1.1), flash_speed(1.2, 1.1)),
         ("DS-1", distilled(60.0, 2.0), distilled(40.0, 2.0)),
+        ("MP-1", tp_agreement(true), tp_agreement(false)),
+        ("MP-2", tp_traffic(true), tp_traffic(false)),
+        ("MP-3", tp_speed(55.0), tp_speed(70.0)),
+        ("MP-3", tp_speed(45.0), tp_speed(30.0)),
         ("DS-2", distilled(60.0, 1.9), distilled(60.0, 1.7)),
         ("FA-3", flash_speed(1.8, 1.05), flash_speed(1.8, 0.9)),
         ("FA-4", invariance(true), invariance(false)),

@@ -47,6 +47,10 @@ pub const DS1_RECOVERED_PCT: f64 = 50.0;
 /// DS-2: the healed student decodes at least this many times faster than its teacher.
 pub const DS2_SPEEDUP_X: f64 = 1.8;
 
+/// MP-3: the cost model's prediction of the shards' decode speed on this machine, within this
+/// many percent of the measured speed.
+pub const MP3_ERROR_PCT: f64 = 25.0;
+
 /// How each claim's statement writes its thresholds (`{}` stands for the value).
 pub const CLAIM_PROSE: &[(&str, f64, &str)] = &[
     ("TGI-3", TGI3_PPL_PCT, "within {}%"),
@@ -70,6 +74,7 @@ pub const CLAIM_PROSE: &[(&str, f64, &str)] = &[
     ("SD-2", SD2_SPEEDUP_X, "at least {}×"),
     ("SD-3", SD3_ERROR_PCT, "within {}%"),
     ("SD-4", SD4_FLOOR_X, "at least {}×"),
+    ("MP-3", MP3_ERROR_PCT, "within {}%"),
 ];
 
 // The course's 100-point scorecard (its section 7), read strictly: see the appendix.
