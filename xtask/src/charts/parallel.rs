@@ -4,7 +4,8 @@
 use super::*;
 
 /// Projected tokens per second of one sequence (batch 1) against shards, one colour per link,
-/// solid for Llama 2 7B and dashed for 70B; log scales.
+/// solid for Llama 2 7B and dashed for 70B; log scales (x drawn as log₂ of the shards, so that
+/// 1, 2, 4 and 8 fall on whole ticks).
 pub fn projection(inputs: &Inputs) -> Result<String> {
     let file = inputs
         .get("tp-projection")
@@ -22,7 +23,7 @@ pub fn projection(inputs: &Inputs) -> Result<String> {
     let series = |model: &str, key: &str| -> Vec<(f64, f64)> {
         rows.iter()
             .filter(|r| text(r, "model") == model && num(r, "batch") == Some(1.0))
-            .filter_map(|r| Some((num(r, "shards")?, num(r, key)?)))
+            .filter_map(|r| Some((num(r, "shards")?.log2(), num(r, key)?)))
             .collect()
     };
     let ys: Vec<f64> = models
@@ -36,7 +37,8 @@ pub fn projection(inputs: &Inputs) -> Result<String> {
         "tp-projection has no batch-1 rows for Llama 2"
     );
     let y_top = ys.iter().copied().fold(f64::MIN, f64::max) * 1.6;
-    let y_bottom = ys.iter().copied().fold(f64::MAX, f64::min) / 1.6;
+    // Down to a power of ten, so that the log axis labels the decade the 70B lines start in.
+    let y_bottom = 10f64.powf((ys.iter().copied().fold(f64::MAX, f64::min) / 1.2).log10().floor());
     let colors = [ORANGE, YELLOW, TEAL, PURPLE];
     frame!(
         SIZE,
@@ -44,12 +46,13 @@ pub fn projection(inputs: &Inputs) -> Result<String> {
             "Tensor-parallel decoding by the cost model: one sequence on H100s",
             CAPTION
         ),
-        (1f64..8f64).log_scale(),
+        -0.1f64..3.1f64,
         (y_bottom..y_top).log_scale(),
         |chart| {
             mesh!(chart, "GPUs (shards)", "tokens per second (log scale)")
                 .x_labels(4)
-                .x_label_formatter(&|x| format!("{x:.0}"))
+                .x_label_formatter(&|x| format!("{:.0}", x.exp2()))
+                .y_labels(24)
                 .y_label_formatter(&|y| format!("{y:.0}"))
                 .draw()?;
             for (i, (key, label)) in links.iter().enumerate() {
