@@ -405,6 +405,7 @@ fn agreement_table(
         vec![
             Column::new("shards", "Shards"),
             Column::new("prompts", "Prompts"),
+            Column::new("max_dlogit", "Largest |Δ logit|").decimals(4),
             Column::new("max_dlogp", "Largest |Δ log p|, top 5").decimals(4),
             Column::new("floor", "Largest between two llama.cpp builds").decimals(4),
             Column::new("shared", "Greedy tokens shared"),
@@ -427,6 +428,7 @@ fn agreement_table(
             format!("parity suite, {n} shards against one"),
         );
         let (mut worst, mut shared, mut identical, mut margin) = (0.0f64, 0, 0, 0.0f64);
+        let mut worst_logit = 0.0f32;
         for run in &runs[..count] {
             let prompt = &run.prompt_ids;
             let a = greedy_engine(model, pool, prompt, MAX_TOKENS, &stops)?;
@@ -439,6 +441,12 @@ fn agreement_table(
             let vocab = model.config.vocab_size;
             for (x, y) in a.logits.iter().zip(forced.chunks_exact(vocab)) {
                 worst = worst.max(top5_dlogp(x, y));
+                let d = x
+                    .iter()
+                    .zip(y)
+                    .map(|(p, q)| (p - q).abs())
+                    .fold(0.0, f32::max);
+                worst_logit = worst_logit.max(d);
             }
             let b = greedy_tp(&mut tp, prompt, MAX_TOKENS, &stops)?;
             let common = a
@@ -462,6 +470,7 @@ fn agreement_table(
         table.push(vec![
             json!(n),
             json!(count),
+            json!(worst_logit),
             json!(worst),
             json!(floor),
             json!(shared),
@@ -472,7 +481,7 @@ fn agreement_table(
         ]);
     }
     table.notes.push(format!(
-        "Each prompt as llama.cpp tokenized it; greedy runs of up to {MAX_TOKENS} tokens (or an end-of-generation token), one thread per shard and one for the engine. |Δ log p|: at every step of the engine's run, over its five most likely tokens, the shards fed the same tokens. Greedy tokens shared: per prompt, the tokens the two free-running runs have in common before the first that differs, summed. Margin: where the runs part, the engine's log p of its choice less that of its second choice (a near-tie is a small margin). The bars are the parity chapter's, computed from the suite's llama.cpp runs: the shards may differ from the engine as much as two llama.cpp builds differ from each other — |Δ log p| and the margin at most the largest |Δ log p| between two builds, the tokens shared at least the fewest two builds share (that bar needs the whole suite)."
+        "Each prompt as llama.cpp tokenized it; greedy runs of up to {MAX_TOKENS} tokens (or an end-of-generation token), one thread per shard and one for the engine. |Δ logit|: over the whole vocabulary at every step of the engine's run, the shards fed the same tokens (logits of this model reach tens). |Δ log p|: at every step of the engine's run, over its five most likely tokens, the shards fed the same tokens. Greedy tokens shared: per prompt, the tokens the two free-running runs have in common before the first that differs, summed. Margin: where the runs part, the engine's log p of its choice less that of its second choice (a near-tie is a small margin). The bars are the parity chapter's, computed from the suite's llama.cpp runs: the shards may differ from the engine as much as two llama.cpp builds differ from each other — |Δ log p| and the margin at most the largest |Δ log p| between two builds, the tokens shared at least the fewest two builds share (that bar needs the whole suite)."
     ));
     Ok(table)
 }

@@ -38,7 +38,11 @@ pub fn projection(inputs: &Inputs) -> Result<String> {
     );
     let y_top = ys.iter().copied().fold(f64::MIN, f64::max) * 1.6;
     // Down to a power of ten, so that the log axis labels the decade the 70B lines start in.
-    let y_bottom = 10f64.powf((ys.iter().copied().fold(f64::MAX, f64::min) / 1.2).log10().floor());
+    let y_bottom = 10f64.powf(
+        (ys.iter().copied().fold(f64::MAX, f64::min) / 1.2)
+            .log10()
+            .floor(),
+    );
     let colors = [ORANGE, YELLOW, TEAL, PURPLE];
     frame!(
         SIZE,
