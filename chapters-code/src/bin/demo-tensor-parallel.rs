@@ -60,11 +60,11 @@ struct Cli {
     prompts: Option<u64>,
 
     /// Tokens decoded per configuration and round by --benchmark.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..4096))]
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..4096))]
     decode_tokens: u64,
 
     /// Rounds of --benchmark's speed measurement (the median is reported).
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..101))]
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u64).range(1..101))]
     rounds: u64,
 
     /// Sequences in flight in --benchmark's pipeline measurement.
