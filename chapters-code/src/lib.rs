@@ -25,11 +25,16 @@
 //! | [`assets`] | where the model and texts live |
 //! | [`demo`] | shared by every demo binary |
 
+#[cfg(feature = "native")]
 pub mod assets;
 pub mod attention;
+#[cfg(feature = "native")]
 pub mod demo;
+#[cfg(feature = "native")]
 pub mod distill;
+#[cfg(feature = "native")]
 pub mod engine;
+#[cfg(feature = "native")]
 pub mod eval;
 pub mod formats;
 pub mod generate;
@@ -37,14 +42,20 @@ pub mod hw;
 pub mod kernels;
 pub mod kv;
 pub mod model;
+#[cfg(feature = "native")]
 pub mod obs;
+#[cfg(feature = "native")]
 pub mod parallel;
+#[cfg(feature = "native")]
 pub mod parity;
+#[cfg(feature = "native")]
 pub mod prune;
 pub mod quant;
 pub mod reference;
 pub mod sampling;
+#[cfg(feature = "native")]
 pub mod serve;
+#[cfg(feature = "native")]
 pub mod speculative;
 pub mod tokenizer;
 

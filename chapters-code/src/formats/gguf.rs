@@ -264,6 +264,7 @@ impl Gguf {
     /// `file_offset`s point into `bytes`. Every tensor passes the GGUF parser's checks (size
     /// matches type and dims, inside the bytes, no overlap), so the views stay zero-copy and
     /// in bounds whatever container they came from.
+    #[cfg_attr(not(feature = "native"), allow(dead_code))] // APR's reader
     pub(crate) fn from_index(
         bytes: Backing,
         metadata: Vec<(String, Value)>,
@@ -727,6 +728,7 @@ fn parse_header(buf: &[u8]) -> Result<Header, GgufError> {
 
 /// The alignment a container's tensors really have: the largest power of two (at most 4096)
 /// that divides every tensor's offset; 4096 when there are none.
+#[cfg_attr(not(feature = "native"), allow(dead_code))] // APR's reader
 fn common_alignment(tensors: &[TensorInfo]) -> u64 {
     let offsets = tensors.iter().fold(0u64, |acc, t| acc | t.file_offset);
     1 << offsets.trailing_zeros().min(12)

@@ -5,6 +5,7 @@ pub mod cpu;
 pub mod cuda;
 pub mod memory;
 pub mod roofline;
+#[cfg(feature = "native")]
 pub mod trueno_view;
 
 pub use cpu::{CpuInfo, SimdLevel};

@@ -177,6 +177,8 @@ pub fn run_fma_kernel(kernel: FmaKernel, level: SimdLevel, steps: u64) -> (f32, 
         let x = scalar_one_chain(steps);
         return (x, x);
     }
+    // Read only by the SIMD arms, which a wasm32 build has none of.
+    #[cfg_attr(target_arch = "wasm32", allow(unused_variables))]
     let many = kernel == FmaKernel::SimdManyChains;
     match level {
         #[cfg(target_arch = "x86_64")]

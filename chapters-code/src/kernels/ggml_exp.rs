@@ -2,6 +2,8 @@
 //! 1.45 ulp plus 0.5), computed lane by lane with fused multiply-adds. It gives the same bits
 //! as GGML's AVX2 and NEON versions: softmax and SiLU need it to match llama.cpp's logits.
 
+use super::fma::fma;
+
 const SHIFT: f32 = 12_582_912.0; // 0x1.8p23: rounds z to an integer in its low mantissa bits
 const LOG2E: u32 = 0x3fb8_aa3b; // 0x1.715476p+0
 const LN2_LO: u32 = 0x35bf_be8e; // 0x1.7f7d1cp-20
@@ -23,7 +25,7 @@ fn c(bits: u32) -> f32 {
 pub fn expf(x: f32) -> f32 {
     let (j, k, n, e) = parts(x);
     if n.abs() <= 126.0 {
-        return j.mul_add(k, k);
+        return fma(j, k, k);
     }
     // Far from 1: scale in two steps so 2^n neither overflows nor underflows too early.
     let g: u32 = if n <= 0.0 { 0x8200_0000 } else { 0 };
@@ -32,23 +34,24 @@ pub fn expf(x: f32) -> f32 {
     if n.abs() > 192.0 {
         s1 * s1
     } else {
-        s2.mul_add(j, s2) * s1
+        fma(s2, j, s2) * s1
     }
 }
 
 /// The polynomial e^b − 1 (`j`), 2^n (`k`), n, and n's exponent bits, for x = n·ln2 + b.
 #[inline(always)]
 fn parts(x: f32) -> (f32, f32, f32, u32) {
-    let z = x.mul_add(c(LOG2E), SHIFT);
+    let z = fma(x, c(LOG2E), SHIFT);
     let n = z - SHIFT;
-    let b = (-n).mul_add(c(LN2_LO), (-n).mul_add(c(LN2_HI), x));
+    let b = fma(-n, c(LN2_LO), fma(-n, c(LN2_HI), x));
     let e = z.to_bits() << 23;
     let k = f32::from_bits(e.wrapping_add(1.0f32.to_bits()));
     let u = b * b;
-    let j = c(C5)
-        .mul_add(b, c(C4))
-        .mul_add(u, c(C3).mul_add(b, c(C2)))
-        .mul_add(u, c(C1) * b);
+    let j = fma(
+        fma(fma(c(C5), b, c(C4)), u, fma(c(C3), b, c(C2))),
+        u,
+        c(C1) * b,
+    );
     (j, k, n, e)
 }
 // ANCHOR_END: ggml_expf
@@ -59,7 +62,7 @@ fn parts(x: f32) -> (f32, f32, f32, u32) {
 #[inline(always)]
 pub fn expf_nonpositive(x: f32) -> f32 {
     let (j, k, _, _) = parts(x.max(-87.0));
-    j.mul_add(k, k)
+    fma(j, k, k)
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! Q8_0 and f32), each tested against the reference; and a matmul that splits rows over a
 //! pool of parked threads.
 
+pub mod fma;
 pub mod ggml_exp;
 pub mod gram;
 pub mod matmul;
@@ -28,6 +29,8 @@ pub mod neon;
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::missing_safety_doc)]
 pub mod tile;
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+pub mod wasm_simd128;
 
 #[cfg(test)]
 mod tests;
@@ -96,6 +99,10 @@ macro_rules! dispatch {
                     }
                     simd
                 }
+                // A wasm32 module built with simd128 runs only where the engine has it.
+                #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+                _ => wasm_simd128::$name,
+                #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
                 _ => scalar::$name,
             }
         }
@@ -192,7 +199,12 @@ macro_rules! four_rows {
                     let one = $kernel(SimdLevel::Neon);
                     w.map(|row| one(row, a))
                 },
-                _ => |w, a| w.map(|row| scalar::$name(row, a)),
+                // The scalar reference, or on wasm32 with simd128 its simd128 path where one
+                // exists (the one-row dispatcher picks it).
+                _ => |w, a| {
+                    let one = $kernel(SimdLevel::Scalar);
+                    w.map(|row| one(row, a))
+                },
             }
         }
     };
@@ -344,6 +356,7 @@ impl<W, A> Clone for Tile<W, A> {
 impl<W, A> Copy for Tile<W, A> {}
 
 /// Calls `kernel::<T>` for T = `out.len()` (1 to 4).
+#[cfg_attr(target_arch = "wasm32", allow(unused_macros))] // used by the x86 and NEON paths
 macro_rules! by_tokens {
     ($m:ident :: $kernel:ident, $w:expr, $a:expr, $out:expr) => {
         match $out.len() {

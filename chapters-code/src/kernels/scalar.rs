@@ -4,6 +4,8 @@
 //! that all paths give the same bits, not just close ones (the tests compare bits). The order
 //! is llama.cpp's AVX2 order, the most common build on the machines this book runs on.
 
+use super::fma::fma;
+
 pub use crate::quant::kquants::{dot_q4_k_q8_k, dot_q5_k_q8_k, dot_q6_k_q8_k};
 pub use crate::quant::nf4::dot_nf4_f32;
 pub use crate::quant::q5_0::dot_q5_0_q8_0;
@@ -24,7 +26,7 @@ impl Lanes {
     pub fn add_block(&mut self, scale: f32, product: impl Fn(usize) -> i32) {
         for (l, lane) in self.0.iter_mut().enumerate() {
             let partial: i32 = (4 * l..4 * l + 4).map(&product).sum();
-            *lane = scale.mul_add(partial as f32, *lane);
+            *lane = fma(scale, partial as f32, *lane);
         }
     }
 
@@ -121,7 +123,7 @@ fn dot_canonical(n: usize, w: impl Fn(usize) -> f32, a: &[f32]) -> f32 {
     let mut acc = [[0.0f32; 8]; 4];
     for i in 0..full {
         let slot = &mut acc[(i % 32) / 8][i % 8];
-        *slot = w(i).mul_add(a[i], *slot);
+        *slot = fma(w(i), a[i], *slot);
     }
     let mut sum = f64::from(reduce_32(&acc));
     for (j, &x) in a.iter().enumerate().take(n).skip(full) {
@@ -168,7 +170,7 @@ pub fn attend_values(weights: &[f32], values: &[&[u16]], out: &mut [f32]) {
     for (p, &w) in weights.iter().enumerate() {
         let slot = &mut slots[(p % 32) * hd..(p % 32 + 1) * hd];
         for (s, &v) in slot.iter_mut().zip(values[p]) {
-            *s = f16_to_f32(v).mul_add(w, *s);
+            *s = fma(f16_to_f32(v), w, *s);
         }
     }
     for (d, o) in out.iter_mut().enumerate() {

@@ -30,7 +30,7 @@ pub fn rope(x: &mut [f32], positions: &[usize], n_heads: usize, head_dim: usize,
         // Angles by repeated multiplication, as GGML computes them (not powf per pair).
         let mut angle = pos as f32;
         for cs in cos_sin.iter_mut() {
-            *cs = (angle.cos(), angle.sin());
+            *cs = cos_and_sin(angle);
             angle *= theta_scale;
         }
         for head in row.chunks_exact_mut(head_dim) {
@@ -38,14 +38,30 @@ pub fn rope(x: &mut [f32], positions: &[usize], n_heads: usize, head_dim: usize,
                 let (x0, x1) = (pair[0], pair[1]);
                 // Fused as GCC fuses GGML's `x0*cos - x1*sin` and `x0*sin + x1*cos` (it contracts
                 // them into FMAs): one rounding fewer, and the same bits as llama.cpp.
-                pair[0] = x0.mul_add(cos, -(x1 * sin));
-                pair[1] = x0.mul_add(sin, x1 * cos);
+                pair[0] = crate::kernels::fma::fma(x0, cos, -(x1 * sin));
+                pair[1] = crate::kernels::fma::fma(x0, sin, x1 * cos);
             }
         }
     }
 }
 }
 // ANCHOR_END: rope
+
+/// cos and sin of `angle` in f32, correctly rounded in practice: natively the C library's
+/// `cosf`/`sinf` (what GGML calls); on wasm32, where Rust's own libm can differ from them in
+/// the last bit at larger angles (long prompts), through f64 and one rounding.
+#[inline]
+fn cos_and_sin(angle: f32) -> (f32, f32) {
+    #[cfg(target_arch = "wasm32")]
+    {
+        let a = f64::from(angle);
+        (a.cos() as f32, a.sin() as f32)
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        (angle.cos(), angle.sin())
+    }
+}
 
 // ANCHOR: swiglu
 crate::multiversion! {

@@ -1,8 +1,10 @@
 //! Quantized number formats: llama.cpp's block layouts, f16, NF4, and quantize/dequantize.
 
+#[cfg(feature = "native")]
 pub mod awq;
 pub mod blocks;
 pub mod f16;
+#[cfg(feature = "native")]
 pub mod gptq;
 pub mod kquants;
 pub mod nf4;
