@@ -5,73 +5,10 @@
 //! target is missing, unless PRODML_REQUIRE_WASM is set (CI sets it).
 
 use prodml_wasm::Session;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 
-fn required() -> bool {
-    std::env::var_os("PRODML_REQUIRE_WASM").is_some()
-}
+mod common;
 
-fn skip(why: &str) {
-    assert!(!required(), "PRODML_REQUIRE_WASM is set, but {why}");
-    eprintln!("SKIPPED: the WebAssembly tests ({why})");
-}
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-/// Builds the module (its own target directory: this test runs inside another cargo) and
-/// returns its path, or None where the toolchain cannot.
-fn build_module() -> Option<PathBuf> {
-    let target_dir = root().join("target").join("wasm-test");
-    let out = Command::new(env!("CARGO"))
-        .current_dir(root())
-        .args([
-            "build",
-            "--locked",
-            "-q",
-            "-p",
-            "prodml-wasm",
-            "--profile",
-            "wasm",
-        ])
-        .args(["--target", "wasm32-unknown-unknown", "--target-dir"])
-        .arg(&target_dir)
-        .output()
-        .expect("cargo runs");
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        if err.contains("wasm32-unknown-unknown") && err.contains("target may not be installed") {
-            skip(
-                "the wasm32-unknown-unknown target is not installed (rustup target add wasm32-unknown-unknown)",
-            );
-            return None;
-        }
-        panic!("building the wasm module failed:\n{err}");
-    }
-    Some(target_dir.join("wasm32-unknown-unknown/wasm/prodml_wasm.wasm"))
-}
-
-fn node(args: &[&Path]) -> Option<serde_json::Value> {
-    let out = match Command::new("node").args(args).output() {
-        Ok(out) => out,
-        Err(_) => {
-            skip("`node` is not on PATH");
-            return None;
-        }
-    };
-    assert!(
-        out.status.success(),
-        "node {:?} failed:\n{}",
-        args,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Some(serde_json::from_slice(&out.stdout).expect("the script prints JSON"))
-}
+use common::{build_module, node, root};
 
 /// Prompts of several kinds: prose, code, digits, other scripts, emoji, chat turns, a long one.
 fn prompts() -> Vec<(String, bool, usize)> {
