@@ -55,6 +55,7 @@ pub mod reference;
 pub mod sampling;
 #[cfg(feature = "native")]
 pub mod serve;
+pub mod session;
 #[cfg(feature = "native")]
 pub mod speculative;
 pub mod tokenizer;

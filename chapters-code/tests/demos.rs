@@ -252,6 +252,20 @@ fn every_demo_explains_its_flags() {
             ][..],
         ),
         (
+            env!("CARGO_BIN_EXE_demo-wasm-inference"),
+            &[
+                "--module",
+                "--chromium",
+                "--prompt",
+                "--chat",
+                "--max-tokens",
+                "--screenshot",
+                "--rounds",
+                "--benchmark",
+                "--verify",
+            ][..],
+        ),
+        (
             env!("CARGO_BIN_EXE_demo-throughput-bench"),
             &["--concurrency", "--max-tokens", "--url", "--time-limit-s"][..],
         ),

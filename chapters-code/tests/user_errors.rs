@@ -141,6 +141,15 @@ fn mistakes() -> Vec<Mistake> {
             needs_model: false,
         },
         Mistake {
+            what: "a WebAssembly module that does not exist",
+            bin: env!("CARGO_BIN_EXE_demo-wasm-inference"),
+            args: strings(&["--module", "/nonexistent/prodml.wasm"]),
+            model_env: None,
+            fix: strings(&["--module /nonexistent/prodml.wasm", "no such file"]),
+            never: &[],
+            needs_model: true,
+        },
+        Mistake {
             what: "a tensor-parallel size the heads do not divide",
             bin: env!("CARGO_BIN_EXE_demo-tensor-parallel"),
             args: strings(&["--shards", "2"]),

@@ -15,9 +15,7 @@
 //! Every function returns a negative number on failure, with the error's text at
 //! `prodml_message_ptr()`. No function panics on bad input.
 
-pub mod session;
-
-pub use session::{Session, Step};
+pub use chapters_code::session::{Session, Step};
 
 use std::cell::RefCell;
 

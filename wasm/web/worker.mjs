@@ -7,6 +7,7 @@ let engine = null;
 let stopping = false;
 const now = () => performance.now();
 
+// ANCHOR: init
 async function init({ wasmUrl, modelUrl }) {
   let t = now();
   const module = await WebAssembly.compileStreaming(fetch(wasmUrl));
@@ -41,6 +42,7 @@ async function init({ wasmUrl, modelUrl }) {
   engine.load(reserved);
   postMessage({ type: "loaded", instantiateMs, loadMs: now() - t, cached, bytes: size, simd128: engine.simd128 });
 }
+// ANCHOR_END: init
 
 async function generate({ prompt, chat, maxTokens }) {
   stopping = false;

@@ -118,6 +118,17 @@ pub const DEMOS: &[DemoJob] = &[
         bin: "demo-tensor-parallel",
         args: &["--benchmark", "--output", "json", "--verify"],
     },
+    DemoJob {
+        bin: "demo-wasm-inference",
+        args: &[
+            "--benchmark",
+            "--output",
+            "json",
+            "--verify",
+            "--screenshot",
+            "images/wasm-browser.png",
+        ],
+    },
 ];
 
 pub const CRITERION: &[CriterionJob] = &[

@@ -150,6 +150,16 @@ pub fn depends_on(name: &str) -> Vec<&'static str> {
                 "chapters-code/src/bin/demo-tensor-parallel.rs",
             ],
         ),
+        n if n.starts_with("wasm-") => (
+            true,
+            &[
+                "wasm",
+                "chapters-code/src/session.rs",
+                "chapters-code/src/bin/demo-wasm-inference.rs",
+                ".cargo/config.toml",
+                "Cargo.toml",
+            ],
+        ),
         "coverage" => (false, &["chapters-code", "xtask"]),
         _ => (false, &["chapters-code/src"]),
     };

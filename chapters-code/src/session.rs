@@ -1,13 +1,15 @@
-//! One model and one generation at a time, driven a token per call — the shape a browser needs:
-//! control returns to JavaScript between tokens, so the page can show each piece of text and a
-//! stop button can end the generation between two calls.
+//! One model held in memory and one greedy generation at a time, driven a token per call — the
+//! shape a browser needs (the WebAssembly module in `wasm/` wraps it): control returns to the
+//! caller between tokens, so a page can show each piece of text and a stop button can end the
+//! generation between two calls. Natively it is the reference the WebAssembly build is
+//! compared with.
 
-use chapters_code::formats::Gguf;
-use chapters_code::generate::default_stop_tokens;
-use chapters_code::kernels::pool::ThreadPool;
-use chapters_code::model::{KvCache, Llama, Logits};
-use chapters_code::sampling::argmax;
-use chapters_code::tokenizer::{ChatMessage, StreamDecoder, TokenId, Tokenizer};
+use crate::formats::Gguf;
+use crate::generate::default_stop_tokens;
+use crate::kernels::pool::ThreadPool;
+use crate::model::{KvCache, Llama, Logits};
+use crate::sampling::argmax;
+use crate::tokenizer::{ChatMessage, StreamDecoder, TokenId, Tokenizer};
 
 /// A loaded model: the file's bytes (owned, never copied again), its tokenizer, and the
 /// state of the current generation.
@@ -103,6 +105,7 @@ impl Session {
         Ok(())
     }
 
+    // ANCHOR: step
     /// Chooses the next token (greedy) and runs it through the model for the one after.
     pub fn step(&mut self) -> Result<Step, String> {
         let Some(g) = self.generation.as_mut() else {
@@ -125,6 +128,7 @@ impl Session {
         }
         Ok(Step::Token(token, text))
     }
+    // ANCHOR_END: step
 
     /// Ends the generation in progress, if any (its KV cache is freed).
     pub fn stop(&mut self) {

@@ -1,0 +1,493 @@
+//! WASM inference: the book's engine compiled to WebAssembly (`wasm/`), run by Node and by a
+//! headless Chromium beside the native engine — the same tokens, and what the browser costs in
+//! speed, size and load time.
+
+use anyhow::{Context, Result, bail};
+use chapters_code::demo::{Column, DemoArgs, ModelArgs, Provenance, Report, Table, progress};
+use chapters_code::session::{Session, Step};
+use chapters_code::tokenizer::TokenId;
+use clap::Parser;
+use serde_json::{Value, json};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+/// Run the WebAssembly build of the engine under Node on a prompt and compare it with the
+/// native engine (one thread each). Builds the module first with cargo unless --module is
+/// given (needs `rustup target add wasm32-unknown-unknown`). --verify checks the tokens on
+/// several prompts. --benchmark measures decode and prefill speed against native (in turns),
+/// the module's size raw and compressed, and the load times under Node and in Chromium
+/// (first visit and from the Cache API).
+#[derive(Parser, Debug)]
+#[command(
+    name = "demo-wasm-inference",
+    version,
+    after_help = "Examples:\n  demo-wasm-inference\n  demo-wasm-inference --prompt 'Why is the sky blue?' --chat\n  demo-wasm-inference --verify\n  demo-wasm-inference --benchmark --output json\n"
+)]
+struct Cli {
+    #[command(flatten)]
+    demo: DemoArgs,
+
+    #[command(flatten)]
+    run: ModelArgs,
+
+    /// The WebAssembly module [default: build it: target/wasm32-unknown-unknown/wasm/prodml_wasm.wasm].
+    #[arg(long)]
+    module: Option<PathBuf>,
+
+    /// Chromium for the browser measurements (--benchmark).
+    #[arg(long, default_value = "/usr/bin/chromium")]
+    chromium: PathBuf,
+
+    /// Prompt of the default run.
+    #[arg(long, default_value = "The capital of France is")]
+    prompt: String,
+
+    /// Send the prompt through the model's chat template.
+    #[arg(long)]
+    chat: bool,
+
+    /// Greedy tokens per prompt.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(2..2048))]
+    max_tokens: u64,
+
+    /// Where --benchmark saves Chromium's screenshot of the page [default: not kept].
+    #[arg(long)]
+    screenshot: Option<PathBuf>,
+
+    /// Rounds of --benchmark's speed measurement (the median is reported).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..51))]
+    rounds: u64,
+}
+
+fn main() -> std::process::ExitCode {
+    chapters_code::demo::exit::run(demo)
+}
+
+/// `wasm/` in this repository.
+fn wasm_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../wasm")
+}
+
+/// The module: `--module`, or built now with cargo.
+fn module(cli: &Cli) -> Result<PathBuf> {
+    if let Some(m) = &cli.module {
+        if !m.exists() {
+            bail!("--module {}: no such file", m.display());
+        }
+        return Ok(m.clone());
+    }
+    let root = wasm_dir().join("..");
+    let spinner = progress::spinner("building the WebAssembly module (cargo, --profile wasm)");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(cargo)
+        .current_dir(&root)
+        .args([
+            "build",
+            "-q",
+            "-p",
+            "prodml-wasm",
+            "--profile",
+            "wasm",
+            "--target",
+            "wasm32-unknown-unknown",
+        ])
+        .output()
+        .context("running cargo to build the WebAssembly module")?;
+    spinner.finish_and_clear();
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        if err.contains("target may not be installed") {
+            bail!(
+                "the wasm32-unknown-unknown target is not installed: run `rustup target add wasm32-unknown-unknown`, or pass --module"
+            );
+        }
+        bail!("building the WebAssembly module failed:\n{err}");
+    }
+    Ok(root.join("target/wasm32-unknown-unknown/wasm/prodml_wasm.wasm"))
+}
+
+/// Runs a Node script of `wasm/` with `args`; its JSON output.
+fn node(script: &Path, args: &[&Path]) -> Result<Value> {
+    let out = Command::new("node")
+        .arg(script)
+        .args(args)
+        .output()
+        .context("running `node` (install Node.js: apt-get install nodejs)")?;
+    if !out.status.success() {
+        bail!(
+            "node {} failed:\n{}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    serde_json::from_slice(&out.stdout).context("reading the script's JSON")
+}
+
+/// One prompt's run, wasm or native: the tokens, and milliseconds to the first token and in all.
+#[derive(Debug, Clone)]
+struct Run {
+    prompt_tokens: usize,
+    ids: Vec<TokenId>,
+    text: String,
+    first_ms: f64,
+    total_ms: f64,
+}
+
+impl Run {
+    fn decode_tok_s(&self) -> f64 {
+        (self.ids.len().saturating_sub(1)) as f64 / ((self.total_ms - self.first_ms) / 1e3)
+    }
+
+    /// Prompt tokens per second up to the first token (prefill and one step).
+    fn prefill_tok_s(&self) -> f64 {
+        self.prompt_tokens as f64 / (self.first_ms / 1e3)
+    }
+}
+
+/// The prompts: (text, chat, max tokens).
+type Prompts = Vec<(String, bool, usize)>;
+
+/// The WebAssembly engine under Node on `prompts`: instantiate and load times, and each run.
+fn wasm_runs(module: &Path, model: &Path, prompts: &Prompts) -> Result<(Value, Vec<Run>)> {
+    let list: Vec<Value> = prompts
+        .iter()
+        .map(|(p, chat, n)| json!({"prompt": p, "chat": chat, "max_tokens": n}))
+        .collect();
+    let file = std::env::temp_dir().join(format!("prodml-wasm-demo-{}.json", std::process::id()));
+    std::fs::write(&file, serde_json::to_vec(&list)?)?;
+    let report = node(
+        &wasm_dir().join("js/node-greedy.mjs"),
+        &[module, model, &file],
+    );
+    let _ = std::fs::remove_file(&file);
+    let report = report?;
+    let runs = report["results"]
+        .as_array()
+        .context("no results")?
+        .iter()
+        .map(|r| Run {
+            prompt_tokens: r["prompt_tokens"].as_u64().unwrap_or(0) as usize,
+            ids: r["ids"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| Some(v.as_u64()? as TokenId))
+                .collect(),
+            text: r["text"].as_str().unwrap_or_default().to_string(),
+            first_ms: r["first_token_ms"].as_f64().unwrap_or(f64::NAN),
+            total_ms: r["total_ms"].as_f64().unwrap_or(f64::NAN),
+        })
+        .collect();
+    Ok((report, runs))
+}
+
+/// The native engine (one thread) on `prompts`, timed as the Node script times the module.
+fn native_runs(session: &mut Session, prompts: &Prompts) -> Result<Vec<Run>> {
+    prompts
+        .iter()
+        .map(|(prompt, chat, max)| {
+            let t0 = Instant::now();
+            let ids = session
+                .prompt_ids(prompt, *chat)
+                .map_err(anyhow::Error::msg)?;
+            session.start(&ids, *max).map_err(anyhow::Error::msg)?;
+            let (mut out, mut text, mut first_ms) = (Vec::new(), String::new(), f64::NAN);
+            loop {
+                match session.step().map_err(anyhow::Error::msg)? {
+                    Step::Token(t, piece) => {
+                        if out.is_empty() {
+                            first_ms = t0.elapsed().as_secs_f64() * 1e3;
+                        }
+                        out.push(t);
+                        text.push_str(&piece);
+                    }
+                    Step::Done(rest) => {
+                        text.push_str(&rest);
+                        break;
+                    }
+                }
+            }
+            Ok(Run {
+                prompt_tokens: ids.len(),
+                ids: out,
+                text,
+                first_ms,
+                total_ms: t0.elapsed().as_secs_f64() * 1e3,
+            })
+        })
+        .collect()
+}
+
+/// Varied prompts for --verify and --benchmark (short enough that RoPE's last-bit differences
+/// between the C library and WebAssembly cannot flip a token; see the chapter).
+fn suite(max: usize) -> Prompts {
+    [
+        ("The capital of France is", false),
+        ("fn fibonacci(n: u64) -> u64 {", false),
+        ("1, 1, 2, 3, 5, 8, 13,", false),
+        ("What is the boiling point of water in Fahrenheit?", true),
+        ("Write a haiku about the sea.", true),
+    ]
+    .into_iter()
+    .map(|(p, chat)| (p.to_string(), chat, max))
+    .collect()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn demo() -> Result<()> {
+    let cli = Cli::parse();
+    let model = cli.run.model_path();
+    if !model.exists() {
+        // The same message the other demos give.
+        chapters_code::assets::open_model(&model)?;
+    }
+    let module = module(&cli)?;
+    let mut session = Session::load(
+        std::fs::read(&model).with_context(|| format!("reading {}", model.display()))?,
+    )
+    .map_err(anyhow::Error::msg)?;
+    let max = cli.max_tokens as usize;
+    let one: Prompts = vec![(cli.prompt.clone(), cli.chat, max)];
+    let (node_report, wasm) = wasm_runs(&module, &model, &one)?;
+    let native = native_runs(&mut session, &one)?;
+    let (w, n) = (&wasm[0], &native[0]);
+
+    let mut tables = Vec::new();
+    let mut verified = None;
+    if cli.demo.verify {
+        let prompts = suite(32);
+        let (_, wasm) = wasm_runs(&module, &model, &prompts)?;
+        let native = native_runs(&mut session, &prompts)?;
+        let mut table = Table::new(
+            "wasm-agreement",
+            "The WebAssembly engine against the native engine: greedy tokens",
+            vec![
+                Column::new("prompt", "Prompt"),
+                Column::new("chat", "Chat template"),
+                Column::new("tokens", "Tokens"),
+                Column::new("same", "Same tokens and text"),
+            ],
+        );
+        for ((p, a), b) in prompts.iter().zip(&wasm).zip(&native) {
+            table.push(vec![
+                json!(p.0),
+                json!(p.1),
+                json!(b.ids.len()),
+                json!(a.ids == b.ids && a.text == b.text),
+            ]);
+        }
+        verified = Some(table.rows.iter().all(|r| r["same"] == json!(true)));
+        tables.push(table);
+    }
+    if cli.demo.benchmark {
+        tables.push(size_table(&module)?);
+        tables.push(speed_table(
+            &module,
+            &model,
+            &mut session,
+            cli.rounds as usize,
+            max,
+        )?);
+        tables.push(load_table(
+            &node_report,
+            &cli.chromium,
+            &module,
+            &model,
+            cli.screenshot.as_deref(),
+        )?);
+    }
+    let report = Report {
+        demo: "wasm-inference".into(),
+        provenance: Provenance::current(),
+        result: json!({
+            "module": module.display().to_string(),
+            "simd128": node_report["simd128"],
+            "prompt": cli.prompt,
+            "wasm_text": w.text,
+            "native_text": n.text,
+            "same_tokens": w.ids == n.ids,
+            "wasm_decode_tok_s": w.decode_tok_s(),
+            "native_decode_tok_s": n.decode_tok_s(),
+        }),
+        tables,
+        verified,
+    };
+    report.emit(cli.demo.output, |out| {
+        writeln!(
+            out,
+            "WebAssembly (Node, simd128 {}): {:?}",
+            node_report["simd128"], w.text
+        )?;
+        writeln!(out, "native (one thread):           {:?}", n.text)?;
+        writeln!(
+            out,
+            "same tokens: {}; decode {:.1} tokens/s in WebAssembly against {:.1} natively ({:.0}%)",
+            w.ids == n.ids,
+            w.decode_tok_s(),
+            n.decode_tok_s(),
+            100.0 * w.decode_tok_s() / n.decode_tok_s()
+        )
+    })?;
+    if verified == Some(false) {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// The module's size as a browser downloads it: raw and gzip-compressed.
+fn size_table(module: &Path) -> Result<Table> {
+    let bytes = std::fs::read(module)?;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(&bytes)?;
+    let gzipped = gz.finish()?.len();
+    let mut table = Table::new(
+        "wasm-size",
+        "The WebAssembly module's size",
+        vec![
+            Column::new("form", "Form"),
+            Column::new("bytes", "Bytes"),
+            Column::new("mb", "Size").unit("MB").decimals(2),
+        ],
+    );
+    for (form, n) in [("raw (.wasm)", bytes.len()), ("gzip -9", gzipped)] {
+        table.push(vec![json!(form), json!(n), json!(n as f64 / 1e6)]);
+    }
+    table.notes.push("Built by `cargo build -p prodml-wasm --profile wasm --target wasm32-unknown-unknown` (simd128; LTO, one codegen unit, no debug info; dependencies at opt-level z, the book's kernels at 3). The model file is separate.".into());
+    Ok(table)
+}
+
+/// Decode and prefill speed, WebAssembly (Node) against native, one thread each, in turns.
+fn speed_table(
+    module: &Path,
+    model: &Path,
+    session: &mut Session,
+    rounds: usize,
+    max: usize,
+) -> Result<Table> {
+    let prompts = suite(max);
+    let (mut wd, mut nd, mut wp, mut np) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let bar = progress::steps(rounds as u64, "WebAssembly and native, in turns");
+    for _ in 0..rounds {
+        let (_, wasm) = wasm_runs(module, model, &prompts)?;
+        let native = native_runs(session, &prompts)?;
+        wd.push(median(wasm.iter().map(Run::decode_tok_s).collect()));
+        nd.push(median(native.iter().map(Run::decode_tok_s).collect()));
+        wp.push(median(wasm.iter().map(Run::prefill_tok_s).collect()));
+        np.push(median(native.iter().map(Run::prefill_tok_s).collect()));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let mut table = Table::new(
+        "wasm-speed",
+        "WebAssembly against native, one thread each",
+        vec![
+            Column::new("phase", "Phase"),
+            Column::new("wasm_tok_s", "WebAssembly (Node)")
+                .unit("tok/s")
+                .decimals(1),
+            Column::new("native_tok_s", "Native")
+                .unit("tok/s")
+                .decimals(1),
+            Column::new("ratio", "WebAssembly / native")
+                .unit("%")
+                .decimals(0),
+        ],
+    );
+    for (phase, w, n) in [
+        ("decode", median(wd), median(nd)),
+        ("prefill (to the first token)", median(wp), median(np)),
+    ] {
+        table.push(vec![json!(phase), json!(w), json!(n), json!(100.0 * w / n)]);
+    }
+    table.notes.push(format!(
+        "Median over {} prompts (prose, code, digits, two chat turns) of the per-prompt speed, then the median of {rounds} rounds taken in turns; up to {max} greedy tokens each. Native: the same session code, compiled for this CPU, one thread. Decode: tokens after the first over the time after the first. Prefill: prompt tokens over the time to the first token.",
+        prompts.len()
+    ));
+    Ok(table)
+}
+
+/// Where a page's time goes before the first token: instantiating the module and loading the
+/// model, under Node and in Chromium (first visit, then from the Cache API).
+fn load_table(
+    node_report: &Value,
+    chromium: &Path,
+    module: &Path,
+    model: &Path,
+    keep_screenshot: Option<&Path>,
+) -> Result<Table> {
+    let mut table = Table::new(
+        "wasm-load",
+        "Loading: the module and the model",
+        vec![
+            Column::new("where", "Where"),
+            Column::new("instantiate_ms", "Compile + instantiate the module")
+                .unit("ms")
+                .decimals(1),
+            Column::new("load_ms", "Model into wasm memory, parsed")
+                .unit("ms")
+                .decimals(0),
+            Column::new("first_token_ms", "First token")
+                .unit("ms")
+                .decimals(0),
+        ],
+    );
+    table.push(vec![
+        json!("Node (file read in 1 MiB chunks)"),
+        node_report["instantiate_ms"].clone(),
+        node_report["load_ms"].clone(),
+        node_report["results"][0]["first_token_ms"].clone(),
+    ]);
+    let playwright = wasm_dir().join("web/node_modules/playwright-core");
+    if chromium.exists() && playwright.exists() {
+        let prompts =
+            std::env::temp_dir().join(format!("prodml-wasm-browser-{}.json", std::process::id()));
+        std::fs::write(
+            &prompts,
+            serde_json::to_vec(&json!([{"prompt": "The capital of France is", "max_tokens": 16}]))?,
+        )?;
+        let shot =
+            std::env::temp_dir().join(format!("prodml-wasm-browser-{}.png", std::process::id()));
+        let report = node(
+            &wasm_dir().join("web/test-browser.mjs"),
+            &[chromium, module, model, &prompts, &shot],
+        );
+        let _ = std::fs::remove_file(&prompts);
+        if let Some(keep) = keep_screenshot {
+            std::fs::copy(&shot, keep)
+                .with_context(|| format!("saving the screenshot to {}", keep.display()))?;
+        }
+        let _ = std::fs::remove_file(&shot);
+        let report = report?;
+        for (label, key) in [
+            (
+                "Chromium, first visit (download from loopback)",
+                "load_first",
+            ),
+            ("Chromium, second visit (Cache API)", "load_cached"),
+        ] {
+            table.push(vec![
+                json!(label),
+                report[key]["instantiateMs"].clone(),
+                report[key]["loadMs"].clone(),
+                if key == "load_first" {
+                    report["results"][0]["firstTokenMs"].clone()
+                } else {
+                    Value::Null
+                },
+            ]);
+        }
+    } else {
+        table.notes.push(format!(
+            "No Chromium rows: {} or wasm/web/node_modules (npm ci --prefix wasm/web) is missing.",
+            chromium.display()
+        ));
+    }
+    table.notes.push("The course's \"≤ 50 ms WASM\" bar, read as the time to compile and instantiate the module (the model's download is the network's and the disk's). First token: from the start of the request, prefill included, for a 5-token prompt.".into());
+    Ok(table)
+}
