@@ -251,7 +251,8 @@ fn sparse_kernel_table(source: &Gguf, pruned: &Gguf) -> Result<Table> {
     table.notes.push(format!(
         "The 2:4 model of the sparsity table (its last method), {} block matrices; the median of 15 passes each, measured one after the other in this run on the {} path. \"Row by row\": one dot product per row, the loop the 2:4 kernel has; \"engine kernel\": the matrix product the model runs (four rows at a time, prefetching), which the 2:4 format has not been given. The 2:4 dot product gives the dense one's bits (tested).",
         names.len(),
-        level.name()
+        // The path the kernels really take (an AVX-512 CPU runs the AVX2 ones).
+        chapters_code::kernels::simd_path().name()
     ));
     Ok(table)
 }
