@@ -59,6 +59,7 @@ pub struct AppState {
 /// The routes of the API; anything else is a 404 in OpenAI's error shape.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
+        .route("/", get(chat_page))
         .route("/v1/completions", post(completions))
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/models", get(models))
@@ -68,6 +69,16 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 // ANCHOR_END: router
+
+/// The chat page (`serve/ui/chat.html`): one file, no build step, talking to
+/// `/v1/chat/completions` with streaming like any other client.
+async fn chat_page() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        include_str!("ui/chat.html"),
+    )
+        .into_response()
+}
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {
     ApiError::not_found(

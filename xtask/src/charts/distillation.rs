@@ -43,7 +43,13 @@ pub fn loss_curves(inputs: &Inputs) -> Result<String> {
             )
             // Decimals by magnitude: a fixed one printed 9.96 and 10.04 both as "10.0".
             .y_label_formatter(&|y| {
-                let decimals = if *y >= 10.0 { 0 } else if *y >= 1.0 { 1 } else { 2 };
+                let decimals = if *y >= 10.0 {
+                    0
+                } else if *y >= 1.0 {
+                    1
+                } else {
+                    2
+                };
                 format!("{y:.decimals$}")
             })
             .draw()?;
