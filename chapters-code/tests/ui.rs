@@ -71,6 +71,26 @@ async fn the_chat_page_streams_stops_and_shows_errors() {
         .as_str()
         .unwrap()
         .to_string();
+    // A stream tells proxies not to buffer it (nginx reads X-Accel-Buffering).
+    let streamed = reqwest::Client::new()
+        .post(format!("{base}/v1/chat/completions"))
+        .json(&serde_json::json!({
+            "messages": [{"role": "user", "content": "Hi."}], "max_tokens": 2, "stream": true,
+        }))
+        .send()
+        .await
+        .unwrap();
+    let header = |name: &str| {
+        streamed
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(String::from)
+    };
+    assert_eq!(header("content-type").as_deref(), Some("text/event-stream"));
+    assert_eq!(header("x-accel-buffering").as_deref(), Some("no"));
+    assert_eq!(header("cache-control").as_deref(), Some("no-cache"));
+    let _ = streamed.text().await;
 
     let screenshot = root().join("target/ui-test.png");
     let script = root().join("wasm/web/test-ui.mjs");

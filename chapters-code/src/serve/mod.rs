@@ -214,7 +214,15 @@ async fn generate_endpoint(
         done: false,
     };
     if api.stream {
-        stream_response(s, api, id, events, guard).into_response()
+        let mut response = stream_response(s, api, id, events, guard).into_response();
+        // Proxies such as nginx buffer a response by default, which would hold an event
+        // stream back until it ends; this header tells them not to (Sse already sends
+        // `Cache-Control: no-cache`).
+        response.headers_mut().insert(
+            header::HeaderName::from_static("x-accel-buffering"),
+            header::HeaderValue::from_static("no"),
+        );
+        response
     } else {
         collect_response(s, api, id, events, guard).await
     }
