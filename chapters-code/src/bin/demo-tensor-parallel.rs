@@ -892,9 +892,9 @@ fn projection_tables(shapes: &[Shape], device: &Device, links: &[Link]) -> (Tabl
     }
     let mut notes = vec![
         "Per decode step: each GPU reads its share of the weights at the memory bandwidth (or computes its share of the multiply-adds, whichever is slower); then 2 all-reduces per block plus one for the embedding, each of batch × dim activations, and one gather of batch × vocab logits, priced by NCCL's ring model: base + 2(N−1)·hop + 2(N−1)/N · bytes / bandwidth. Compute and communication are added: in decoding each all-reduce stands between two products that need it. A split whose weights do not fit in one GPU's memory (70B on one or two 80 GB GPUs) is still priced, to show the trend.".to_string(),
-        format!("{}: {}.", device.name, device.source),
+        format!("{}.", device.describe()),
     ];
-    notes.extend(links.iter().map(|l| format!("{}: {}.", l.name, l.source)));
+    notes.extend(links.iter().map(|l| format!("{}.", l.describe())));
     notes.extend(shapes.iter().map(|s| {
         format!(
             "{}: {} (dim {}, {} blocks, {} heads, {} KV heads, FFN {}, vocabulary {}).",

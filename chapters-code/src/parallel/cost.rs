@@ -90,7 +90,8 @@ pub const LLAMA2_70B: Shape = Shape {
     tied: false,
 };
 
-/// An accelerator: how fast it reads its memory and multiplies.
+/// An accelerator: how fast it reads its memory and multiplies (`source` cites where the
+/// figures come from; they are only in the fields).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Device {
     pub name: &'static str,
@@ -106,7 +107,7 @@ pub struct Device {
 /// NVIDIA H100 SXM5 (80 GB).
 pub const H100_SXM: Device = Device {
     name: "H100 SXM5",
-    source: "NVIDIA H100 Tensor Core GPU datasheet: HBM3 3.35 TB/s, 80 GB, BF16 989 TFLOPS dense",
+    source: "NVIDIA H100 Tensor Core GPU datasheet (SXM5: HBM3 bandwidth and size, dense BF16 tensor throughput)",
     memory_bandwidth: 3.35e12,
     memory: 80e9,
     flops: 989e12,
@@ -117,6 +118,7 @@ pub const H100_SXM: Device = Device {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Link {
     pub name: &'static str,
+    /// Where the figures below come from (the figures themselves are only in the fields).
     pub source: &'static str,
     /// Bytes per second, one direction.
     pub bandwidth: f64,
@@ -126,13 +128,41 @@ pub struct Link {
     pub hop_latency: f64,
 }
 
+impl Link {
+    /// The link's figures as the model uses them, and where they come from.
+    pub fn describe(&self) -> String {
+        format!(
+            "{}: {:.1} GB/s per direction, {:.1} µs per collective plus {:.1} µs per ring step ({})",
+            self.name,
+            self.bandwidth / 1e9,
+            self.base_latency * 1e6,
+            self.hop_latency * 1e6,
+            self.source
+        )
+    }
+}
+
+impl Device {
+    /// The device's figures as the model uses them, and where they come from.
+    pub fn describe(&self) -> String {
+        format!(
+            "{}: memory {:.2} TB/s, {:.0} GB, {:.0} TFLOPS ({})",
+            self.name,
+            self.memory_bandwidth / 1e12,
+            self.memory / 1e9,
+            self.flops / 1e12,
+            self.source
+        )
+    }
+}
+
 /// NCCL's base latency of a ring collective with its low-latency protocol (`baseLat`, Ring,
 /// LL), in `src/graph/tuning.cc`.
 const NCCL_BASE: f64 = 6.6e-6;
 
 pub const PCIE4: Link = Link {
     name: "PCIe 4.0 x16",
-    source: "PCI-SIG PCIe 4.0: 16 GT/s × 16 lanes, 128b/130b = 31.5 GB/s per direction; NCCL tuning.cc hwLat PCI Ring LL 1.0 µs",
+    source: "PCI-SIG PCIe 4.0 (16 GT/s per lane, 16 lanes, 128b/130b encoding); latencies: NCCL src/graph/tuning.cc (baseLat and hwLat, PCI, Ring, LL)",
     bandwidth: 31.5e9,
     base_latency: NCCL_BASE,
     hop_latency: 1.0e-6,
@@ -140,7 +170,7 @@ pub const PCIE4: Link = Link {
 
 pub const PCIE5: Link = Link {
     name: "PCIe 5.0 x16",
-    source: "PCI-SIG PCIe 5.0: 32 GT/s × 16 lanes = 63 GB/s per direction (H100 datasheet: 128 GB/s both ways); NCCL tuning.cc hwLat PCI Ring LL 1.0 µs",
+    source: "PCI-SIG PCIe 5.0 (32 GT/s per lane, 16 lanes; the H100 datasheet gives the sum of both directions); latencies: NCCL src/graph/tuning.cc (PCI, Ring, LL)",
     bandwidth: 63e9,
     base_latency: NCCL_BASE,
     hop_latency: 1.0e-6,
@@ -148,7 +178,7 @@ pub const PCIE5: Link = Link {
 
 pub const NVLINK4: Link = Link {
     name: "NVLink 4 (H100 SXM)",
-    source: "NVIDIA H100 datasheet: NVLink 900 GB/s both ways = 450 GB/s per direction; NCCL tuning.cc hwLat NVLink Ring LL 0.6 µs",
+    source: "NVIDIA H100 datasheet (NVLink 4, the sum of both directions, halved); latencies: NCCL src/graph/tuning.cc (NVLink, Ring, LL)",
     bandwidth: 450e9,
     base_latency: NCCL_BASE,
     hop_latency: 0.6e-6,
