@@ -75,6 +75,28 @@ impl Session {
         }
     }
 
+    /// Token ids of a conversation given as JSON — `[{"role": "user", "content": "…"}, …]`, as
+    /// OpenAI's `messages` — through the model's chat template, ready for the assistant's turn.
+    pub fn conversation_ids(&self, json: &str) -> Result<Vec<TokenId>, String> {
+        let messages: Vec<ChatMessage> = serde_json::from_str(json)
+            .map_err(|e| format!("the conversation is not a JSON list of messages: {e}"))?;
+        if messages.is_empty() {
+            return Err("the conversation has no messages".into());
+        }
+        if let Some(m) = messages
+            .iter()
+            .find(|m| !matches!(m.role.as_str(), "system" | "user" | "assistant"))
+        {
+            return Err(format!(
+                "unknown role {:?}: use system, user or assistant",
+                m.role
+            ));
+        }
+        self.tokenizer
+            .encode_chat(&messages, true)
+            .map_err(|e| e.to_string())
+    }
+
     /// Starts a greedy generation of at most `max_tokens` tokens after `ids`: runs the prompt
     /// through the model (prefill). A generation in progress is dropped.
     pub fn start(&mut self, ids: &[TokenId], max_tokens: usize) -> Result<(), String> {

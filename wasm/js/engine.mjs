@@ -42,12 +42,18 @@ export class Engine {
     if (this.x.prodml_load(reserved.ptr, reserved.len) !== 0) throw new Error(this.message());
   }
 
-  /** Starts a greedy generation; returns the prompt's length in tokens. */
-  start(prompt, { chat = false, maxTokens = 128 } = {}) {
-    const bytes = encoder.encode(prompt);
+  /**
+   * Starts a greedy generation; returns the prompt's length in tokens. `prompt` is raw text,
+   * or with `chat` one user message; `messages` (OpenAI's `[{ role, content }, …]`) is a whole
+   * conversation instead.
+   */
+  start(prompt, { chat = false, maxTokens = 128, messages = null } = {}) {
+    const text = messages === null ? prompt : JSON.stringify(messages);
+    const kind = messages !== null ? 2 : chat ? 1 : 0;
+    const bytes = encoder.encode(text);
     const r = this.reserve(bytes.length);
     if (bytes.length > 0) r.write(bytes, 0);
-    const n = this.x.prodml_start(r.ptr, r.len, chat ? 1 : 0, maxTokens);
+    const n = this.x.prodml_start(r.ptr, r.len, kind, maxTokens);
     if (n < 0) throw new Error(this.message());
     return n;
   }

@@ -104,8 +104,9 @@ pub unsafe extern "C" fn prodml_load(ptr: *mut u8, len: usize) -> i32 {
 }
 
 /// Starts a greedy generation of at most `max_tokens` tokens after the UTF-8 prompt in `len`
-/// bytes at `ptr` (from [`prodml_alloc`]; taken back), through the chat template when `chat`
-/// is not 0. Returns the prompt's length in tokens.
+/// bytes at `ptr` (from [`prodml_alloc`]; taken back): raw text when `chat` is 0, one user
+/// message through the chat template when it is 1, and when it is 2 a whole conversation, the
+/// text being OpenAI's `messages` as JSON. Returns the prompt's length in tokens.
 ///
 /// # Safety
 /// `ptr` and `len` come from one `prodml_alloc` call, not given back or passed on before.
@@ -124,9 +125,12 @@ pub unsafe extern "C" fn prodml_start(ptr: *mut u8, len: usize, chat: i32, max_t
         let Some(session) = s.as_mut() else {
             return fail("no model loaded: call prodml_load first");
         };
-        let result = session
-            .prompt_ids(&prompt, chat != 0)
-            .and_then(|ids| session.start(&ids, max_tokens as usize).map(|()| ids.len()));
+        let ids = match chat {
+            0 | 1 => session.prompt_ids(&prompt, chat == 1),
+            2 => session.conversation_ids(&prompt),
+            _ => Err(format!("chat must be 0 (raw text), 1 (one user message) or 2 (a JSON conversation), not {chat}")),
+        };
+        let result = ids.and_then(|ids| session.start(&ids, max_tokens as usize).map(|()| ids.len()));
         match result {
             Ok(n) => i32::try_from(n).unwrap_or(i32::MAX),
             Err(e) => fail(&e),

@@ -6,24 +6,9 @@
 
 mod common;
 
-use common::{build_module, node, root, skip};
+use common::{build_module, chromium, node, root, skip};
 use prodml_wasm::Session;
-use std::path::{Path, PathBuf};
-
-fn chromium() -> Option<PathBuf> {
-    let path = std::env::var_os("PRODML_CHROMIUM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
-    if path.exists() {
-        Some(path)
-    } else {
-        skip(&format!(
-            "no Chromium at {} (apt-get install chromium, or set PRODML_CHROMIUM)",
-            path.display()
-        ));
-        None
-    }
-}
+use std::path::Path;
 
 #[test]
 fn the_page_generates_the_native_engines_text_stops_and_caches_the_model() {

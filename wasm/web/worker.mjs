@@ -44,10 +44,10 @@ async function init({ wasmUrl, modelUrl }) {
 }
 // ANCHOR_END: init
 
-async function generate({ prompt, chat, maxTokens }) {
+async function generate({ prompt, chat, maxTokens, messages = null }) {
   stopping = false;
   const t0 = now();
-  const promptTokens = engine.start(prompt, { chat, maxTokens });
+  const promptTokens = engine.start(prompt, { chat, maxTokens, messages });
   const ids = [];
   let firstTokenMs = null;
   let firstAt = null;

@@ -5,6 +5,7 @@ use chapters_code::attention::AttentionKind;
 use chapters_code::demo::{Column, DemoArgs, ModelArgs, OutputMode, Provenance, Report, Table};
 use chapters_code::engine::speculation::DEFAULT_MAX_BATCH;
 use chapters_code::engine::{DraftSource, SchedulerConfig, Speculation};
+use chapters_code::serve::browser::{self, BrowserAssets};
 use chapters_code::serve::{ServerConfig, app_state, router};
 use chapters_code::speculative::DraftLength;
 use clap::Parser;
@@ -103,6 +104,12 @@ struct Cli {
     /// No start-up summary and no line per request on stderr.
     #[arg(long)]
     quiet: bool,
+
+    /// Also serve this WebAssembly build of the engine, its JavaScript and the model file under
+    /// /browser/, so that the chat page at / can run the model in the browser (build it with
+    /// `cargo build -p prodml-wasm --profile wasm --target wasm32-unknown-unknown`).
+    #[arg(long, value_name = "PRODML_WASM.wasm")]
+    wasm_module: Option<std::path::PathBuf>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -142,6 +149,12 @@ fn demo() -> Result<()> {
         request_timeout: Duration::from_secs(cli.timeout_s.max(1)),
         log_requests: !cli.quiet,
     };
+    let browser = cli
+        .wasm_module
+        .as_deref()
+        .map(|module| BrowserAssets::new(module, &path))
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
     let summary = startup_summary(&cli, &path, &scheduler)?;
     let state = app_state(
         &path,
@@ -154,13 +167,14 @@ fn demo() -> Result<()> {
         eprintln!("{summary}");
     }
     let runtime = chapters_code::serve::runtime().context("starting the async runtime")?;
-    runtime.block_on(serve(cli, state, model_id))
+    runtime.block_on(serve(cli, state, model_id, browser))
 }
 
 async fn serve(
     cli: Cli,
     state: Arc<chapters_code::serve::AppState>,
     model_id: String,
+    browser: Option<BrowserAssets>,
 ) -> Result<()> {
     let listener = tokio::net::TcpListener::bind((cli.host.as_str(), cli.port))
         .await
@@ -178,7 +192,10 @@ async fn serve(
     let runner = Arc::clone(&state.runner);
     let draining = Arc::new(tokio::sync::Notify::new());
     let drained = Arc::clone(&draining);
-    let app = router(state);
+    let app = match browser {
+        Some(assets) => router(state).merge(browser::routes(assets)),
+        None => router(state),
+    };
     // --verify: a client task checks the server; its verdict stops the server like a signal.
     let (verdict_tx, verdict_rx) = tokio::sync::oneshot::channel::<bool>();
     // Without --verify the sender stays here, unused, so the verdict never comes.

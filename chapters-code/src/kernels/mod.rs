@@ -173,10 +173,19 @@ pub type Dot<W, A> = fn(&[W], &[A]) -> f32;
 pub type Dot4<W, A> = fn([&[W]; 4], &[A]) -> [f32; 4];
 
 macro_rules! four_rows {
-    ($(#[$doc:meta])* $kernel4:ident, $name:ident, $kernel:ident($wt:ty, $at:ty) $(, $module:ident::$simd4:ident)?) => {
+    ($(#[$doc:meta])* $kernel4:ident, $name:ident, $kernel:ident($wt:ty, $at:ty) $(, $module:ident::$simd4:ident)? $(; wasm $wasm4:ident)?) => {
         $(#[$doc])*
         /// Every row's result is exactly what the one-row kernel of `level` gives.
+        #[cfg_attr(target_arch = "wasm32", allow(unreachable_code))] // the simd128 return
         pub fn $kernel4(level: SimdLevel) -> Dot4<$wt, $at> {
+            $(
+                // A wasm32 module built with simd128 runs only where the engine has it.
+                #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+                {
+                    let _ = level;
+                    return wasm_simd128::$wasm4;
+                }
+            )?
             $(
                 #[cfg(target_arch = "x86_64")]
                 if path(level) == SimdLevel::Avx2 && level.is_supported() {
@@ -212,11 +221,11 @@ macro_rules! four_rows {
 
 four_rows!(
     /// Four Q4_1 rows · Q8_1 activations.
-    q4_1_q8_1_kernel4, dot_q4_1_q8_1, q4_1_q8_1_kernel(BlockQ4_1, BlockQ8_1), avx2::dot_q4_1_q8_1_x4_scales
+    q4_1_q8_1_kernel4, dot_q4_1_q8_1, q4_1_q8_1_kernel(BlockQ4_1, BlockQ8_1), avx2::dot_q4_1_q8_1_x4_scales; wasm dot_q4_1_q8_1_x4
 );
 four_rows!(
     /// Four Q8_0 rows · Q8_0 activations.
-    q8_0_q8_0_kernel4, dot_q8_0_q8_0, q8_0_q8_0_kernel(BlockQ8_0, BlockQ8_0), avx2::dot_q8_0_q8_0_x4
+    q8_0_q8_0_kernel4, dot_q8_0_q8_0, q8_0_q8_0_kernel(BlockQ8_0, BlockQ8_0), avx2::dot_q8_0_q8_0_x4; wasm dot_q8_0_q8_0_x4
 );
 four_rows!(
     /// Four Q4_0 rows · Q8_0 activations.

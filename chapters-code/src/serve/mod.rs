@@ -3,6 +3,7 @@
 //! OpenAI's shape; cancellation when a client leaves; graceful shutdown.
 
 pub mod access_log;
+pub mod browser;
 pub mod client;
 pub mod conformance;
 pub mod errors;
@@ -565,9 +566,13 @@ pub fn app_state(
 /// Serves `state` on a free loopback port from the current tokio runtime; returns the base URL
 /// (`http://127.0.0.1:PORT`). The demos that need a server and the tests start one this way.
 pub async fn serve_on_loopback(state: Arc<AppState>) -> std::io::Result<String> {
+    serve_app_on_loopback(router(state)).await
+}
+
+/// [`serve_on_loopback`] for a router of one's own (the API's, merged with more routes).
+pub async fn serve_app_on_loopback(app: Router) -> std::io::Result<String> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
-    let app = router(state);
     tokio::spawn(async move { axum::serve(listener, app).await });
     Ok(base)
 }

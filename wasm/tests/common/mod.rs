@@ -69,3 +69,30 @@ pub fn node(args: &[&Path]) -> Option<serde_json::Value> {
     );
     Some(serde_json::from_slice(&out.stdout).expect("the script prints JSON"))
 }
+
+/// Debian's Chromium (or PRODML_CHROMIUM), or None after a skip message.
+pub fn chromium() -> Option<PathBuf> {
+    let path = std::env::var_os("PRODML_CHROMIUM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
+    if path.exists() {
+        Some(path)
+    } else {
+        skip(&format!(
+            "no Chromium at {} (apt-get install chromium, or set PRODML_CHROMIUM)",
+            path.display()
+        ));
+        None
+    }
+}
+
+/// Whether playwright-core is installed for the browser scripts (else a skip message).
+pub fn playwright() -> bool {
+    let there = root()
+        .join("wasm/web/node_modules/playwright-core")
+        .exists();
+    if !there {
+        skip("wasm/web/node_modules is missing (npm ci --prefix wasm/web)");
+    }
+    there
+}
