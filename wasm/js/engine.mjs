@@ -73,4 +73,41 @@ export class Engine {
   get simd128() {
     return this.x.prodml_simd128() === 1;
   }
+
+  /** The dot-product kernels that run: "scalar", "simd128" or "relaxed-simd". */
+  get kernels() {
+    return ["scalar", "simd128", "relaxed-simd"][this.x.prodml_kernels()];
+  }
+
+  // ANCHOR: pick
+  /**
+   * The first of `candidates` (fastest first: `{ name, compile: () => Promise<Module> }`) that
+   * this engine compiles and whose kernels give the scalar reference's bits on a quick
+   * self-test (an engine without relaxed-SIMD refuses that module at compile time; one whose
+   * relaxed instructions differ between its compilers fails the test). Returns the engine and
+   * what was tried, and how long the winner's self-test took.
+   */
+  static async pick(candidates) {
+    const tried = [];
+    for (const { name, compile } of candidates) {
+      let module;
+      try {
+        module = await compile();
+      } catch (e) {
+        tried.push(`${name}: ${e.message}`);
+        continue;
+      }
+      const engine = await Engine.create(module);
+      const t = performance.now();
+      const differ = engine.x.prodml_kernel_self_test(256, 18, 1);
+      const selfTestMs = performance.now() - t;
+      if (differ !== 0) {
+        tried.push(`${name}: ${differ} of its self-test's rows differ from the scalar reference`);
+        continue;
+      }
+      return { engine, name, tried, selfTestMs };
+    }
+    throw new Error(`no module could run: ${tried.join("; ")}`);
+  }
+  // ANCHOR_END: pick
 }

@@ -188,7 +188,19 @@ pub extern "C" fn prodml_simd128() -> i32 {
     i32::from(cfg!(target_feature = "simd128"))
 }
 
-/// Checks the simd128 kernels against the scalar reference on `rows` seeded random rows of
+/// Which dot-product kernels run: 0 the scalar reference, 1 simd128, 2 simd128 with
+/// relaxed-SIMD's fused multiply-add and i8 · i7 dot (a module built with `+relaxed-simd`, on an
+/// engine whose `relaxed_madd` fuses; where it does not, such a module runs the simd128 ones).
+#[unsafe(no_mangle)]
+pub extern "C" fn prodml_kernels() -> i32 {
+    #[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
+    if chapters_code::kernels::wasm_relaxed::fused() {
+        return 2;
+    }
+    i32::from(cfg!(target_feature = "simd128"))
+}
+
+/// Checks the simd128 kernels (and the relaxed-SIMD ones where they run) against the scalar reference on `rows` seeded random rows of
 /// `blocks` blocks (Q4_1 · Q8_1 and Q8_0 · Q8_0): returns how many rows differ in any bit, or
 /// −1 when this module has no simd128 kernels.
 #[unsafe(no_mangle)]

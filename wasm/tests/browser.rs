@@ -1,12 +1,13 @@
 //! The WebAssembly engine in a real browser: Debian's headless Chromium, driven by
 //! playwright-core (`wasm/web/test-browser.mjs`), loads the page, streams the model into the
-//! module from loopback, and generates. The text must be the native engine's; a stop button
+//! module from loopback, and generates — the relaxed-SIMD module offered first, as a page
+//! should (Chromium takes it). The text must be the native engine's; a stop button
 //! must stop; a second visit must read the model from the Cache API. Skipped (with a message)
 //! where Chromium, Node or the npm packages are missing, unless PRODML_REQUIRE_WASM is set.
 
 mod common;
 
-use common::{build_module, chromium, node, root, skip};
+use common::{build_module, build_relaxed_module, chromium, node, root, skip};
 use prodml_wasm::Session;
 use std::path::Path;
 
@@ -25,13 +26,15 @@ fn the_page_generates_the_native_engines_text_stops_and_caches_the_model() {
         skip("wasm/web/node_modules is missing (npm ci --prefix wasm/web)");
         return;
     }
-    let Some(module) = build_module() else {
+    let (Some(module), Some(relaxed)) = (build_module(), build_relaxed_module()) else {
         return;
     };
     let prompts = [
         ("The capital of France is", false, 16),
         ("Name three primary colours.", true, 24),
         ("def quicksort(xs):", false, 16),
+        ("東京は日本の首都です。 🌸 In English:", false, 16),
+        ("What is 17 * 23? Show the steps.", true, 24),
     ];
     let list: Vec<serde_json::Value> = prompts
         .iter()
@@ -42,7 +45,15 @@ fn the_page_generates_the_native_engines_text_stops_and_caches_the_model() {
     std::fs::write(&file, serde_json::to_vec(&list).unwrap()).unwrap();
     let screenshot = dir.join("browser.png");
     let script = root().join("wasm/web/test-browser.mjs");
-    let args: [&Path; 6] = [&script, &chromium, &module, &model, &file, &screenshot];
+    let args: [&Path; 7] = [
+        &script,
+        &chromium,
+        &module,
+        &model,
+        &file,
+        &screenshot,
+        &relaxed,
+    ];
     let Some(report) = node(&args) else {
         return;
     };
@@ -69,13 +80,22 @@ fn the_page_generates_the_native_engines_text_stops_and_caches_the_model() {
     assert_eq!(report["load_first"]["cached"], false);
     assert_eq!(report["load_cached"]["cached"], true);
     assert_eq!(report["load_first"]["simd128"], true);
+    // Chromium has relaxed-SIMD: the page takes that module (its kernels are the relaxed ones
+    // where the engine's multiply-add fuses, which every x86-64 CPU with FMA gives).
+    assert_eq!(
+        report["load_first"]["module"], "relaxed-simd",
+        "{}",
+        report["load_first"]
+    );
     assert!(
         std::fs::metadata(&screenshot)
             .map(|m| m.len() > 10_000)
             .unwrap_or(false)
     );
     println!(
-        "Chromium: the native engine's text on {} prompts; model load {:.0} ms first, {:.0} ms from the cache; a stop after {} tokens",
+        "Chromium, the {} module with {} kernels: the native engine's text on {} prompts; model load {:.0} ms first, {:.0} ms from the cache; a stop after {} tokens",
+        report["load_first"]["module"],
+        report["load_first"]["kernels"],
         prompts.len(),
         report["load_first"]["loadMs"].as_f64().unwrap(),
         report["load_cached"]["loadMs"].as_f64().unwrap(),

@@ -41,7 +41,7 @@ fn the_chat_page_runs_the_model_in_the_browser_when_switched() {
         ..SchedulerConfig::default()
     };
     let state = app_state(&model, 1, scheduler, 8, config).expect("the server starts");
-    let assets = BrowserAssets::new(&module, &model).expect("the module and model are there");
+    let assets = BrowserAssets::new(&module, None, &model).expect("the module and model are there");
     let runtime = chapters_code::serve::runtime().unwrap();
     let app = router(state).merge(browser::routes(assets));
     let base = runtime.block_on(serve_app_on_loopback(app)).unwrap();

@@ -8,6 +8,7 @@ const params = new URLSearchParams(location.search);
 worker.postMessage({
   type: "init",
   wasmUrl: params.get("wasm") ?? "../prodml_wasm.wasm",
+  relaxedUrl: params.get("relaxed"),
   modelUrl: params.get("model") ?? "../model.gguf",
 });
 

@@ -2,7 +2,8 @@
 // Chromium (headless, through playwright-core) to load the model and generate, and prints JSON —
 // each prompt's tokens and text, the load times (first visit and from the Cache API), a
 // stopped generation, and a screenshot.
-// Usage: node test-browser.mjs CHROMIUM MODULE.wasm MODEL.gguf PROMPTS.json SCREENSHOT.png
+// Usage: node test-browser.mjs CHROMIUM MODULE.wasm MODEL.gguf PROMPTS.json SCREENSHOT.png [RELAXED.wasm]
+// (RELAXED.wasm: the relaxed-SIMD build, offered to the page first.)
 import { createServer } from "node:http";
 import { createReadStream } from "node:fs";
 import { readFile, stat } from "node:fs/promises";
@@ -10,9 +11,9 @@ import { dirname, join, normalize } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 
-const [chromiumPath, wasmPath, modelPath, promptsPath, screenshot] = process.argv.slice(2);
+const [chromiumPath, wasmPath, modelPath, promptsPath, screenshot, relaxedPath] = process.argv.slice(2);
 if (!screenshot) {
-  console.error("usage: node test-browser.mjs CHROMIUM MODULE.wasm MODEL.gguf PROMPTS.json SCREENSHOT.png");
+  console.error("usage: node test-browser.mjs CHROMIUM MODULE.wasm MODEL.gguf PROMPTS.json SCREENSHOT.png [RELAXED.wasm]");
   process.exit(2);
 }
 const root = dirname(dirname(fileURLToPath(import.meta.url))); // wasm/
@@ -23,6 +24,7 @@ const server = createServer(async (req, res) => {
   const path = new URL(req.url, "http://x").pathname;
   const file =
     path === "/prodml_wasm.wasm" ? wasmPath
+    : path === "/prodml_wasm_relaxed.wasm" && relaxedPath ? relaxedPath
     : path === "/model.gguf" ? modelPath
     : /^\/(web|js)\/[\w.-]+$/.test(path) ? join(root, normalize(path))
     : null;
@@ -39,7 +41,9 @@ const server = createServer(async (req, res) => {
   createReadStream(file).pipe(res);
 });
 await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
-const url = `http://127.0.0.1:${server.address().port}/web/index.html`;
+const url = `http://127.0.0.1:${server.address().port}/web/index.html${
+  relaxedPath ? "?relaxed=../prodml_wasm_relaxed.wasm" : ""
+}`;
 
 const browser = await chromium.launch({ executablePath: chromiumPath, headless: true, args: ["--no-sandbox"] });
 const out = {};

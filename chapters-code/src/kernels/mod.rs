@@ -29,6 +29,8 @@ pub mod neon;
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::missing_safety_doc)]
 pub mod tile;
+#[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
+pub mod wasm_relaxed;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 pub mod wasm_simd128;
 

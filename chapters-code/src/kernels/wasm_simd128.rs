@@ -18,7 +18,7 @@ use std::sync::OnceLock;
 /// [`crate::quant::f16_to_f32`]: WebAssembly has no conversion instruction, and the bit
 /// manipulation costs more than the dot product of a block. The same values, by construction.
 /// A kernel takes the table once per call: a `u16` indexes it without a bounds check.
-fn f16_table() -> &'static [f32; 65536] {
+pub(super) fn f16_table() -> &'static [f32; 65536] {
     static TABLE: OnceLock<Box<[f32; 65536]>> = OnceLock::new();
     TABLE.get_or_init(|| {
         let mut table = Box::new([0.0f32; 65536]);
@@ -35,7 +35,7 @@ pub use super::scalar::{dot_f32, dot_q4_0_q8_0};
 /// The eight canonical lanes' partial sums of one block, as two i32x4 (lanes 0–3, 4–7), from
 /// its 32 weights and activations as i16x8 quarters (elements 0–7, 8–15, 16–23, 24–31).
 #[inline(always)]
-fn lane_partials(w: [v128; 4], a: [v128; 4]) -> (v128, v128) {
+pub(super) fn lane_partials(w: [v128; 4], a: [v128; 4]) -> (v128, v128) {
     let pairs = |i: usize| i32x4_dot_i16x8(w[i], a[i]); // [p01, p23, p45, p67] of quarter i
     let fours = |x: v128, y: v128| {
         i32x4_add(
@@ -137,7 +137,7 @@ impl Lanes {
 
 /// 32 signed bytes as four i16x8 quarters.
 #[inline(always)]
-fn widen_i8(q: &[i8; QK]) -> [v128; 4] {
+pub(super) fn widen_i8(q: &[i8; QK]) -> [v128; 4] {
     // SAFETY: 32 bytes are two unaligned v128 loads.
     let (a, b) = unsafe {
         (
@@ -156,6 +156,10 @@ fn widen_i8(q: &[i8; QK]) -> [v128; 4] {
 // ANCHOR: dot_q4_1_q8_1
 /// [`scalar::dot_q4_1_q8_1`] with simd128, the same bits.
 pub fn dot_q4_1_q8_1(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
+    #[cfg(target_feature = "relaxed-simd")]
+    if super::wasm_relaxed::fused() {
+        return super::wasm_relaxed::dot_q4_1_q8_1(w, a);
+    }
     let f16 = f16_table();
     let mut lanes = Lanes::new();
     let mut mins = 0.0f32;
@@ -180,6 +184,10 @@ pub fn dot_q4_1_q8_1(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
 
 /// [`scalar::dot_q8_0_q8_0`] with simd128, the same bits.
 pub fn dot_q8_0_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
+    #[cfg(target_feature = "relaxed-simd")]
+    if super::wasm_relaxed::fused() {
+        return super::wasm_relaxed::dot_q8_0_q8_0(w, a);
+    }
     let f16 = f16_table();
     let mut lanes = Lanes::new();
     for (x, y) in w.iter().zip(a) {
@@ -189,7 +197,6 @@ pub fn dot_q8_0_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
     lanes.total()
 }
 
-// ANCHOR: four_rows
 /// A row's eight f32 lanes as four f32x4 that hold two each (lanes 0–1, 2–3, 4–5, 6–7 in their
 /// first two places, zeros after): what `f32x4.demote_f64x2_zero` gives and
 /// `f64x2.promote_low_f32x4` takes. Packing them into two f32x4 costs a shuffle that LLVM turns
@@ -254,6 +261,7 @@ fn round_lanes(sums: &[v128; 4]) -> RowLanes {
     sums.map(|v| f32x4_demote_f64x2_zero(v))
 }
 
+// ANCHOR: four_rows
 /// Four rows' eight f32 lanes each and their `mins` sums, for the four-row kernels.
 ///
 /// Why rounding the f64 sum to f32 is the single rounding of an FMA except at an inexact tie
@@ -268,6 +276,7 @@ struct FourRows {
     /// Every block through the exact-FMA branch (the self-test's way to check that branch).
     exact_only: bool,
 }
+// ANCHOR_END: four_rows
 
 impl FourRows {
     fn new(exact_only: bool) -> FourRows {
@@ -339,6 +348,10 @@ impl FourRows {
 /// [`dot_q4_1_q8_1`] for four rows at once: each activation block widened once, four
 /// independent accumulations. Every row's bits are the one-row kernel's.
 pub fn dot_q4_1_q8_1_x4(w: [&[BlockQ4_1]; 4], a: &[BlockQ8_1]) -> [f32; 4] {
+    #[cfg(target_feature = "relaxed-simd")]
+    if super::wasm_relaxed::fused() {
+        return super::wasm_relaxed::dot_q4_1_q8_1_x4(w, a);
+    }
     dot_q4_1_q8_1_x4_with(w, a, false)
 }
 
@@ -380,6 +393,10 @@ fn dot_q4_1_q8_1_x4_with(w: [&[BlockQ4_1]; 4], a: &[BlockQ8_1], exact_only: bool
 
 /// [`dot_q8_0_q8_0`] for four rows at once, the one-row kernel's bits.
 pub fn dot_q8_0_q8_0_x4(w: [&[BlockQ8_0]; 4], a: &[BlockQ8_0]) -> [f32; 4] {
+    #[cfg(target_feature = "relaxed-simd")]
+    if super::wasm_relaxed::fused() {
+        return super::wasm_relaxed::dot_q8_0_q8_0_x4(w, a);
+    }
     dot_q8_0_q8_0_x4_with(w, a, false)
 }
 
@@ -408,7 +425,6 @@ fn dot_q8_0_q8_0_x4_with(w: [&[BlockQ8_0]; 4], a: &[BlockQ8_0], exact_only: bool
     }
     rows.totals()
 }
-// ANCHOR_END: four_rows
 
 fn xorshift(state: &mut u64) -> u64 {
     *state ^= *state << 13;
@@ -461,22 +477,26 @@ pub fn self_test(rows: usize, blocks: usize, seed: u64) -> (usize, usize) {
         let a8: Vec<BlockQ8_0> = a.iter().map(|b| BlockQ8_0 { d: b.d, qs: b.qs }).collect();
         let w_refs = [&w[0][..], &w[1], &w[2], &w[3]];
         let w8_refs = [&w8[0][..], &w8[1], &w8[2], &w8[3]];
+        // The kernels the engine calls (relaxed-SIMD's where the module has them and the
+        // engine fuses), then the f64 path, then its exact-FMA branch.
         let q4 = [
+            dot_q4_1_q8_1_x4(w_refs, &a),
             dot_q4_1_q8_1_x4_with(w_refs, &a, false),
             dot_q4_1_q8_1_x4_with(w_refs, &a, true),
         ];
         let q8 = [
+            dot_q8_0_q8_0_x4(w8_refs, &a8),
             dot_q8_0_q8_0_x4_with(w8_refs, &a8, false),
             dot_q8_0_q8_0_x4_with(w8_refs, &a8, true),
         ];
         for r in 0..4 {
             let want_q4 = scalar::dot_q4_1_q8_1(&w[r], &a).to_bits();
             let want_q8 = scalar::dot_q8_0_q8_0(&w8[r], &a8).to_bits();
-            let got_q4 = [dot_q4_1_q8_1(&w[r], &a), q4[0][r], q4[1][r]];
-            let got_q8 = [dot_q8_0_q8_0(&w8[r], &a8), q8[0][r], q8[1][r]];
+            let got_q4 = [dot_q4_1_q8_1(&w[r], &a), q4[0][r], q4[1][r], q4[2][r]];
+            let got_q8 = [dot_q8_0_q8_0(&w8[r], &a8), q8[0][r], q8[1][r], q8[2][r]];
             differ += got_q4.iter().filter(|x| x.to_bits() != want_q4).count();
             differ += got_q8.iter().filter(|x| x.to_bits() != want_q8).count();
-            checked += 6;
+            checked += 8;
         }
     }
     (checked, differ)

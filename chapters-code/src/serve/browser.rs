@@ -23,35 +23,44 @@ pub struct BrowserAssets {
     /// `prodml_wasm.wasm`, as `cargo build -p prodml-wasm --profile wasm --target
     /// wasm32-unknown-unknown` writes it.
     pub module: PathBuf,
+    /// The same built with `RUSTFLAGS="-C target-feature=+simd128,+relaxed-simd"`, offered to
+    /// the page first (engines without relaxed-SIMD refuse it; the page then takes `module`).
+    pub relaxed: Option<PathBuf>,
     /// The GGUF file the server runs: the browser gets the same bytes.
     pub model: PathBuf,
     module_bytes: u64,
+    relaxed_bytes: Option<u64>,
     model_bytes: u64,
 }
 
 impl BrowserAssets {
-    /// Checks that both files are there and that `module` is WebAssembly.
-    pub fn new(module: &Path, model: &Path) -> Result<BrowserAssets, String> {
-        let magic = std::fs::read(module)
-            .map_err(|e| {
+    /// Checks that the files are there and that the modules are WebAssembly.
+    pub fn new(
+        module: &Path,
+        relaxed: Option<&Path>,
+        model: &Path,
+    ) -> Result<BrowserAssets, String> {
+        let wasm_size = |path: &Path| {
+            let bytes = std::fs::read(path).map_err(|e| {
                 format!(
                     "{}: {e} (build it with: cargo build -p prodml-wasm --profile wasm --target wasm32-unknown-unknown)",
-                    module.display()
+                    path.display()
                 )
-            })
-            .map(|bytes| bytes.get(..4) == Some(b"\0asm".as_slice()))?;
-        if !magic {
-            return Err(format!("{}: not a WebAssembly module", module.display()));
-        }
-        let size = |p: &Path| {
-            std::fs::metadata(p)
-                .map(|m| m.len())
-                .map_err(|e| format!("{}: {e}", p.display()))
+            })?;
+            if bytes.get(..4) != Some(b"\0asm".as_slice()) {
+                return Err(format!("{}: not a WebAssembly module", path.display()));
+            }
+            Ok(bytes.len() as u64)
         };
+        let model_bytes = std::fs::metadata(model)
+            .map(|m| m.len())
+            .map_err(|e| format!("{}: {e}", model.display()))?;
         Ok(BrowserAssets {
-            module_bytes: size(module)?,
-            model_bytes: size(model)?,
+            module_bytes: wasm_size(module)?,
+            relaxed_bytes: relaxed.map(wasm_size).transpose()?,
+            model_bytes,
             module: module.to_path_buf(),
+            relaxed: relaxed.map(Path::to_path_buf),
             model: model.to_path_buf(),
         })
     }
@@ -62,6 +71,7 @@ pub fn routes(assets: BrowserAssets) -> Router {
     Router::new()
         .route("/browser/status", get(status))
         .route("/browser/prodml_wasm.wasm", get(module))
+        .route("/browser/prodml_wasm_relaxed.wasm", get(relaxed))
         .route("/browser/model.gguf", get(model))
         .route("/browser/js/engine.mjs", get(|| script(ENGINE_JS)))
         .route("/browser/web/worker.mjs", get(|| script(WORKER_JS)))
@@ -83,6 +93,7 @@ async fn script(text: &'static str) -> Response {
 async fn status(State(a): State<Arc<BrowserAssets>>) -> Response {
     axum::Json(json!({
         "module_bytes": a.module_bytes,
+        "relaxed_bytes": a.relaxed_bytes,
         "model_bytes": a.model_bytes,
     }))
     .into_response()
@@ -91,6 +102,18 @@ async fn status(State(a): State<Arc<BrowserAssets>>) -> Response {
 async fn module(State(a): State<Arc<BrowserAssets>>) -> Response {
     // `WebAssembly.compileStreaming` requires this content type.
     file(&a.module, "application/wasm").await
+}
+
+async fn relaxed(State(a): State<Arc<BrowserAssets>>) -> Response {
+    match &a.relaxed {
+        Some(path) => file(path, "application/wasm").await,
+        None => ApiError::not_found(
+            "the server was started without --wasm-module-relaxed",
+            None,
+            "no_relaxed_module",
+        )
+        .into_response(),
+    }
 }
 
 async fn model(State(a): State<Arc<BrowserAssets>>) -> Response {

@@ -21,11 +21,24 @@ pub fn root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Builds the module (its own target directory: this test runs inside another cargo) and
-/// returns its path, or None where the toolchain cannot.
+/// Builds the simd128 module (its own target directory: this test runs inside another cargo)
+/// and returns its path, or None where the toolchain cannot.
 pub fn build_module() -> Option<PathBuf> {
-    let target_dir = root().join("target").join("wasm-test");
-    let out = Command::new(env!("CARGO"))
+    build("wasm-test", None)
+}
+
+/// Builds the relaxed-SIMD module (`+simd128,+relaxed-simd`), as [`build_module`].
+pub fn build_relaxed_module() -> Option<PathBuf> {
+    build(
+        "wasm-test-relaxed",
+        Some("-C target-feature=+simd128,+relaxed-simd"),
+    )
+}
+
+fn build(dir: &str, rustflags: Option<&str>) -> Option<PathBuf> {
+    let target_dir = root().join("target").join(dir);
+    let mut cargo = Command::new(env!("CARGO"));
+    cargo
         .current_dir(root())
         .args([
             "build",
@@ -37,9 +50,12 @@ pub fn build_module() -> Option<PathBuf> {
             "wasm",
         ])
         .args(["--target", "wasm32-unknown-unknown", "--target-dir"])
-        .arg(&target_dir)
-        .output()
-        .expect("cargo runs");
+        .arg(&target_dir);
+    if let Some(flags) = rustflags {
+        // Replaces .cargo/config.toml's flags for the wasm32 target.
+        cargo.env("RUSTFLAGS", flags);
+    }
+    let out = cargo.output().expect("cargo runs");
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         if err.contains("wasm32-unknown-unknown") && err.contains("target may not be installed") {
