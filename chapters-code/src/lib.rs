@@ -55,6 +55,8 @@ pub mod reference;
 pub mod sampling;
 #[cfg(feature = "native")]
 pub mod serve;
+#[cfg(feature = "native")]
+pub mod serverless;
 pub mod session;
 #[cfg(feature = "native")]
 pub mod speculative;

@@ -266,6 +266,18 @@ fn every_demo_explains_its_flags() {
             ][..],
         ),
         (
+            env!("CARGO_BIN_EXE_demo-lambda-handler"),
+            &[
+                "--prompt",
+                "--max-tokens",
+                "--cargo-lambda",
+                "--cold-starts",
+                "--warm",
+                "--benchmark",
+                "--verify",
+            ][..],
+        ),
+        (
             env!("CARGO_BIN_EXE_demo-throughput-bench"),
             &["--concurrency", "--max-tokens", "--url", "--time-limit-s"][..],
         ),

@@ -3,6 +3,7 @@
 //! sequences — prefill chunks and decode tokens together — then samples, streams and retires.
 
 pub mod closed_loop;
+pub mod profile;
 pub mod replay;
 pub mod runner;
 pub mod scheduler;

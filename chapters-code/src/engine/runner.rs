@@ -2,6 +2,7 @@
 //! out through one channel per request, and the scheduler steps while there is work. The model
 //! lives on this thread; the server only holds the tokenizer.
 
+use super::profile::StageProfile;
 use super::{
     DraftSource, EngineRequest, Event, EventSink, RequestId, Scheduler, SchedulerConfig,
     Speculation,
@@ -55,7 +56,7 @@ struct Totals {
 }
 
 enum Command {
-    Submit(EngineRequest, UnboundedSender<Event>),
+    Submit(EngineRequest, UnboundedSender<Event>, Instant),
     Cancel(RequestId),
 }
 
@@ -70,6 +71,8 @@ pub struct Runner {
     shutting_down: AtomicBool,
     /// Longest prompt the engine can take, in tokens.
     pub max_prompt_tokens: usize,
+    /// Where the engine's stages (and the server's) record their times.
+    pub profile: Arc<StageProfile>,
     /// The engine thread; it ends when the runner is dropped and the engine is idle.
     _thread: JoinHandle<()>,
 }
@@ -179,6 +182,8 @@ impl Runner {
         let in_flight = Arc::new(AtomicUsize::new(0));
         let thread_stats = Arc::clone(&stats);
         let thread_in_flight = Arc::clone(&in_flight);
+        let profile = Arc::new(StageProfile::default());
+        let thread_profile = Arc::clone(&profile);
         let handle = std::thread::Builder::new()
             .name("prodml-engine".into())
             .spawn(move || {
@@ -189,6 +194,7 @@ impl Runner {
                     .map(|g| Llama::load(g).expect("loaded once above"));
                 let pool = ThreadPool::new(threads);
                 let mut scheduler = Scheduler::new(&model, &tokenizer, config);
+                scheduler.set_profile(thread_profile);
                 if let Some(mut draft) = draft {
                     draft.attention = model.attention;
                     scheduler
@@ -210,6 +216,7 @@ impl Runner {
             max_in_flight,
             shutting_down: AtomicBool::new(false),
             max_prompt_tokens,
+            profile,
             _thread: handle,
         })
     }
@@ -251,6 +258,7 @@ impl Runner {
                 deadline,
             },
             tx,
+            Instant::now(),
         );
         let sent = self
             .commands
@@ -381,10 +389,10 @@ fn publish(stats: &Mutex<RunnerStats>, scheduler: &Scheduler, totals: Totals) {
 
 fn handle(scheduler: &mut Scheduler, channels: &mut Channels, command: Command) {
     match command {
-        Command::Submit(req, tx) => {
+        Command::Submit(req, tx, submitted) => {
             let id = req.id;
             channels.senders.insert(id, tx);
-            if let Err(e) = scheduler.submit(req) {
+            if let Err(e) = scheduler.submit_at(req, submitted) {
                 eprintln!("request {id} refused by the scheduler: {e}");
                 channels.senders.remove(&id);
                 channels.in_flight.fetch_sub(1, Ordering::SeqCst);

@@ -2,6 +2,7 @@
 //! retire. Synchronous and deterministic, so that the replay demo and the tests drive it
 //! directly; the server's runner calls it from its own thread.
 
+use super::profile::{Stage, StageProfile};
 use super::speculation::{SeqSpec, Speculation};
 use super::{EngineRequest, Event, EventSink, Finish, RequestId, TokenLogprob};
 use crate::generate::{FinishReason, StopMatcher};
@@ -12,6 +13,7 @@ use crate::sampling::Sampler;
 use crate::speculative::{Draft, Mode, verify};
 use crate::tokenizer::{StreamDecoder, TokenId, Tokenizer};
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Instant;
 
 // ANCHOR: policy
@@ -76,6 +78,10 @@ struct Seq<'m> {
     padding: bool,
     /// Speculation state, made at the request's first speculative step.
     spec: Option<SeqSpec<'m>>,
+    /// When the scheduler got it (its queue wait is recorded at its first admission).
+    submitted: Instant,
+    /// Where its sampling and detokenizing times go, if anywhere.
+    profile: Option<Arc<StageProfile>>,
 }
 
 impl<'m> Seq<'m> {
@@ -90,7 +96,16 @@ impl<'m> Seq<'m> {
             stops: StopMatcher::new(&req.request.stop_strings),
             padding: false,
             spec: None,
+            submitted: Instant::now(),
+            profile: None,
             req,
+        }
+    }
+
+    /// Records `d` in `stage` of the profile, if there is one.
+    fn record(&self, stage: Stage, d: std::time::Duration) {
+        if let Some(p) = &self.profile {
+            p.record(stage, d);
         }
     }
 
@@ -135,6 +150,8 @@ pub struct Scheduler<'m> {
     running: Vec<Seq<'m>>,
     /// The draft model of a self-draft or draft-file [`Speculation`].
     draft_model: Option<Llama<'m>>,
+    /// Where the stages' times go (the server's `/metrics`), if anywhere.
+    profile: Option<Arc<StageProfile>>,
 }
 
 impl<'m> Scheduler<'m> {
@@ -161,12 +178,24 @@ impl<'m> Scheduler<'m> {
             waiting: VecDeque::new(),
             running: Vec::new(),
             config,
+            profile: None,
         }
+    }
+
+    /// Records the stages' times in `profile` from now on.
+    pub fn set_profile(&mut self, profile: Arc<StageProfile>) {
+        self.profile = Some(profile);
     }
 
     /// Queues a request. Refuses one that can never fit: longer than the context or than the
     /// whole KV cache.
     pub fn submit(&mut self, req: EngineRequest) -> Result<(), ModelError> {
+        self.submit_at(req, Instant::now())
+    }
+
+    /// [`Self::submit`] for a request handed over at `submitted` (its queue wait counts from
+    /// there: the runner's channel is part of the queue).
+    pub fn submit_at(&mut self, req: EngineRequest, submitted: Instant) -> Result<(), ModelError> {
         let needed = req.request.prompt_ids.len() + 1;
         let limit = self.model.config.context_length;
         if req.request.prompt_ids.is_empty() {
@@ -179,7 +208,10 @@ impl<'m> Scheduler<'m> {
         if needed > capacity {
             return Err(ModelError::KvCacheTooSmall { needed, capacity });
         }
-        self.waiting.push_back(Seq::new(req));
+        let mut seq = Seq::new(req);
+        seq.profile = self.profile.clone();
+        seq.submitted = submitted;
+        self.waiting.push_back(seq);
         Ok(())
     }
 
@@ -247,6 +279,10 @@ impl<'m> Scheduler<'m> {
                 Ok(cached) => {
                     if seq.generated == 0 {
                         seq.cached_tokens = cached;
+                        if seq.tokens.len() == seq.prompt_len {
+                            // First admission (a preempted request comes back with tokens).
+                            seq.record(Stage::QueueWait, seq.submitted.elapsed());
+                        }
                     }
                     self.running.push(seq);
                 }
@@ -353,7 +389,16 @@ impl<'m> Scheduler<'m> {
             .kv
             .step(&ids)
             .map_err(|e| ModelError::BadConfig(e.to_string()))?;
+        let forward = Instant::now();
         let logits = self.model.forward_batch(pool, &mut step_kv, &steps)?;
+        if let Some(profile) = &self.profile {
+            let stage = if report.prefill_tokens > 0 {
+                Stage::PrefillStep
+            } else {
+                Stage::DecodeStep
+            };
+            profile.record(stage, forward.elapsed());
+        }
         let max_len = self.max_len();
         let vocab = self.model.config.vocab_size;
 
@@ -620,8 +665,10 @@ fn sample_and_stream(
     max_len: usize,
     sink: &mut dyn EventSink,
 ) -> Option<Option<FinishReason>> {
+    let started = Instant::now();
     let logprob = seq.req.logprobs.map(|k| token_logprobs(logits, k));
     let next = seq.sampler.sample(logits, &seq.tokens);
+    seq.record(Stage::Sampling, started.elapsed());
     stream_token(seq, next, logprob, tokenizer, max_len, sink)
 }
 
@@ -644,8 +691,10 @@ fn stream_token(
     }
     seq.tokens.push(next);
     seq.generated += 1;
+    let started = Instant::now();
     let piece = seq.decoder.push(tokenizer, next);
     let (text, hit_stop) = seq.stops.push(&piece);
+    seq.record(Stage::Detokenize, started.elapsed());
     let logprob = logprob.map(|(all, top)| TokenLogprob {
         token: next,
         logprob: all[next as usize],

@@ -10,8 +10,10 @@ pub mod errors;
 pub mod json;
 pub mod loadgen;
 pub mod metrics;
+pub mod openloop;
 pub mod request;
 
+use crate::engine::profile::Stage;
 use crate::engine::{Event, Finish, RequestId, Runner, SubmitError, TokenLogprob};
 use crate::generate::{FinishReason, Request, default_stop_tokens};
 use crate::tokenizer::Tokenizer;
@@ -107,7 +109,7 @@ async fn health(State(s): State<Arc<AppState>>) -> Response {
 }
 
 async fn metrics_text(State(s): State<Arc<AppState>>) -> Response {
-    let text = s.metrics.render(&s.runner.stats());
+    let text = s.metrics.render(&s.runner.stats()) + &s.runner.profile.prometheus();
     (
         [(
             header::CONTENT_TYPE,
@@ -272,15 +274,12 @@ async fn to_engine_request(s: &Arc<AppState>, api: &ApiRequest) -> Result<Reques
         }
         prompt => {
             let (tokenizer, prompt) = (Arc::clone(tokenizer), prompt.clone());
-            tokio::task::spawn_blocking(move || match prompt {
-                // Raw completions text parses special tokens, as llama-server does: the
-                // caller writes the whole prompt, markers included.
-                Prompt::Text(text) => Ok(tokenizer.encode(&text, true)),
-                // Chat: only the template's markers are special; content is text.
-                Prompt::Messages(messages) => tokenizer
-                    .encode_chat(&messages, true)
-                    .map_err(|e| ApiError::invalid("messages", e.to_string())),
-                Prompt::Tokens(ids) => Ok(ids),
+            let profile = Arc::clone(&s.runner.profile);
+            tokio::task::spawn_blocking(move || {
+                let started = Instant::now();
+                let ids = tokenize(&tokenizer, prompt);
+                profile.record(Stage::Tokenize, started.elapsed());
+                ids
             })
             .await
             .map_err(|e| ApiError::internal(format!("tokenizing failed: {e}")))??
@@ -314,6 +313,20 @@ async fn to_engine_request(s: &Arc<AppState>, api: &ApiRequest) -> Result<Reques
         },
         stop_strings: api.stop.clone(),
     })
+}
+
+/// The prompt's token ids, in the tokenizer's own way for each kind of prompt.
+fn tokenize(tokenizer: &Tokenizer, prompt: Prompt) -> Result<Vec<u32>, ApiError> {
+    match prompt {
+        // Raw completions text parses special tokens, as llama-server does: the caller writes
+        // the whole prompt, markers included.
+        Prompt::Text(text) => Ok(tokenizer.encode(&text, true)),
+        // Chat: only the template's markers are special; content is text.
+        Prompt::Messages(messages) => tokenizer
+            .encode_chat(&messages, true)
+            .map_err(|e| ApiError::invalid("messages", e.to_string())),
+        Prompt::Tokens(ids) => Ok(ids),
+    }
 }
 // ANCHOR_END: to_engine_request
 
@@ -458,6 +471,9 @@ fn stream_response(
         offset: usize,
         pending: std::collections::VecDeque<String>,
         ended: bool,
+        /// When the last event went to the HTTP layer: it asks for the next one once that one
+        /// is written, and the time between is the write.
+        handed_over: Option<Instant>,
     }
     let env = Envelope::new(api.endpoint, id, &s.config.model_id);
     let state = St {
@@ -470,10 +486,15 @@ fn stream_response(
         offset: 0,
         pending: Default::default(),
         ended: false,
+        handed_over: None,
     };
     let stream = futures_util::stream::unfold(state, |mut st| async move {
+        if let Some(at) = st.handed_over.take() {
+            st.s.runner.profile.record(Stage::Write, at.elapsed());
+        }
         loop {
             if let Some(data) = st.pending.pop_front() {
+                st.handed_over = Some(Instant::now());
                 return Some((Ok(SseEvent::default().data(data)), st));
             }
             if st.ended {
