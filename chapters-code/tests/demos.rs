@@ -266,6 +266,21 @@ fn every_demo_explains_its_flags() {
             ][..],
         ),
         (
+            env!("CARGO_BIN_EXE_demo-latency-profile"),
+            &[
+                "--rates",
+                "--seconds",
+                "--max-tokens",
+                "--slo-ttft-ms",
+                "--slo-tpot-ms",
+                "--llama-server",
+                "--peer-url",
+                "--no-peer",
+                "--benchmark",
+                "--verify",
+            ][..],
+        ),
+        (
             env!("CARGO_BIN_EXE_demo-lambda-handler"),
             &[
                 "--prompt",

@@ -119,6 +119,14 @@ pub const DEMOS: &[DemoJob] = &[
         args: &["--benchmark", "--output", "json", "--verify"],
     },
     DemoJob {
+        bin: "demo-lambda-handler",
+        args: &["--benchmark", "--output", "json", "--verify"],
+    },
+    DemoJob {
+        bin: "demo-latency-profile",
+        args: &["--benchmark", "--output", "json", "--verify"],
+    },
+    DemoJob {
         bin: "demo-wasm-inference",
         args: &[
             "--benchmark",

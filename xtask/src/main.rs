@@ -76,6 +76,10 @@ enum Cmd {
     /// llama-cpp-python sdist once per SIMD level this CPU runs, then runs the suite on each
     /// build (about an hour on two cores; the builds are kept in target/peers/parity).
     ParityReference,
+    /// Build llama.cpp's llama-server from the pinned llama-cpp-python sdist into
+    /// target/peers/llama-server/bin/ (cmake and a C++ compiler; about ten minutes on two
+    /// cores, once): demo-latency-profile then measures it beside the book's server.
+    PeerLlamaServer,
 }
 
 /// `demo-distillation --benchmark`'s number of steps.
@@ -138,6 +142,10 @@ fn main() -> Result<()> {
         Cmd::Check => {
             book::check(&root)?;
             println!("the book is consistent");
+        }
+        Cmd::PeerLlamaServer => {
+            let bin = xtask::peers::llama_server(&root)?;
+            println!("llama-server: {}", bin.display());
         }
         Cmd::CheckRender => {
             let pages = render_check::check_mermaid(

@@ -7,6 +7,7 @@ use serde::Serialize;
 use std::sync::Mutex;
 use std::time::Duration;
 
+// ANCHOR: stages
 /// The stages, in the order a request meets them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -27,6 +28,7 @@ pub enum Stage {
     /// asks for the next one (the write to the socket).
     Write,
 }
+// ANCHOR_END: stages
 
 impl Stage {
     pub const ALL: [Stage; 7] = [

@@ -110,6 +110,12 @@ const CHARTS: &[Spec] = &[
         draw: serving::throughput_latency,
     },
     Spec {
+        file: "latency-vs-rate.svg",
+        needs: &["latency-vs-rate"],
+        optional: &[],
+        draw: serving::latency_vs_rate,
+    },
+    Spec {
         file: "attention-by-context.svg",
         needs: &["flash-speed"],
         optional: &[],

@@ -103,3 +103,53 @@ pub fn throughput_latency(inputs: &Inputs) -> Result<String> {
         }
     )
 }
+
+/// Latency against the request rate (open loop), per server: time to first token (left) and
+/// time per output token (right), P50 and P99.
+pub fn latency_vs_rate(inputs: &Inputs) -> Result<String> {
+    let rows = inputs.rows("latency-vs-rate");
+    let mut servers: Vec<String> = rows
+        .iter()
+        .filter_map(|r| r.get("server")?.as_str().map(String::from))
+        .collect();
+    servers.dedup();
+    servers.sort();
+    servers.dedup();
+    anyhow::ensure!(!servers.is_empty(), "latency-vs-rate has no rows");
+    let x_top = rows
+        .iter()
+        .filter_map(|r| num(r, "rate"))
+        .fold(0.0, f64::max)
+        * 1.1;
+    two_panels!(
+        "Open loop: what each request waits as the request rate grows",
+        |panels| {
+            let metrics = [
+                ("time to first token (ms)", "ttft_p50", "ttft_p99"),
+                ("time per output token (ms)", "tpot_p50", "tpot_p99"),
+            ];
+            for (panel, (y_desc, p50, p99)) in panels.iter().zip(metrics) {
+                let y_top = rows.iter().filter_map(|r| num(r, p99)).fold(1.0, f64::max) * 1.2;
+                let mut chart = ChartBuilder::on(panel)
+                    .margin(24)
+                    .x_label_area_size(70)
+                    .y_label_area_size(100)
+                    .build_cartesian_2d(0f64..x_top.max(1.0), 0f64..y_top)?;
+                chart.plotting_area().fill(&PANEL)?;
+                mesh!(chart, "offered rate (requests/s, Poisson)", y_desc).draw()?;
+                let colors = [(TEAL, PURPLE), (ORANGE, RED)];
+                for (server, (c50, c99)) in servers.iter().zip(colors) {
+                    for (which, color, key) in [("P50", c50, p50), ("P99", c99, p99)] {
+                        let points: Vec<(f64, f64)> = rows
+                            .iter()
+                            .filter(|r| r.get("server").and_then(|s| s.as_str()) == Some(server))
+                            .filter_map(|r| Some((num(r, "rate")?, num(r, key)?)))
+                            .collect();
+                        labelled_line!(chart, format!("{server} {which}"), color, points);
+                    }
+                }
+                legend!(chart, SeriesLabelPosition::UpperLeft)?;
+            }
+        }
+    )
+}

@@ -1049,6 +1049,68 @@ pub const CLAIMS: &[Claim] = &[
             })
         },
     },
+    Claim {
+        id: "SV-1",
+        chapter: "A serverless handler",
+        statement: "A cold start is ready — model mapped, validated, tokenizer built — within 50 ms of the process's start, at P99",
+        tables: &["lambda-cold-start"],
+        check: |root| {
+            let Some(t) = table(root, "lambda-cold-start")? else {
+                return Ok(missing("lambda-cold-start"));
+            };
+            let p99 = t
+                .table
+                .rows
+                .iter()
+                .find(|r| {
+                    r.get("stage")
+                        .and_then(|s| s.as_str())
+                        .is_some_and(|s| s.contains("ready"))
+                })
+                .and_then(|r| r.get("p99_ms")?.as_f64());
+            Ok(match p99 {
+                Some(v) if v <= SV1_READY_MS => Verdict::Holds(format!("ready at P99 {v:.1} ms")),
+                Some(v) => Verdict::Falsified(format!("ready at P99 {v:.1} ms")),
+                None => missing("lambda-cold-start"),
+            })
+        },
+    },
+    Claim {
+        id: "SV-2",
+        chapter: "A serverless handler",
+        statement: "Through an emulator of the Lambda Runtime API the handler gives the engine's answers, refuses every bad event with a structured error, and keeps its process",
+        tables: &["lambda-verify"],
+        check: |root| all_true(root, "lambda-verify", "pass", "checks pass"),
+    },
+    Claim {
+        id: "LP-1",
+        chapter: "Latency profiling",
+        statement: "At the sweep's lowest request rate at least 99% of this book's server's requests meet the latency objective (open loop)",
+        tables: &["latency-vs-rate"],
+        check: |root| {
+            let Some(t) = table(root, "latency-vs-rate")? else {
+                return Ok(missing("latency-vs-rate"));
+            };
+            let lowest = t
+                .table
+                .rows
+                .iter()
+                .filter(|r| r.get("server").and_then(|s| s.as_str()) == Some("this book's server"))
+                .filter_map(|r| Some((r.get("rate")?.as_f64()?, r.get("slo_met")?.as_f64()?)))
+                .min_by(|a, b| a.0.total_cmp(&b.0));
+            Ok(match lowest {
+                Some((rate, met)) => {
+                    let evidence = format!("{met:.0}% at {rate} requests/s");
+                    if met >= LP1_ATTAINED_PCT {
+                        Verdict::Holds(evidence)
+                    } else {
+                        Verdict::Falsified(evidence)
+                    }
+                }
+                None => missing("latency-vs-rate"),
+            })
+        },
+    },
 ];
 
 /// The row of the longest context (`context` column).

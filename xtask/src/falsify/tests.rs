@@ -258,6 +258,28 @@ fn claim_cases() -> Vec<(&'static str, Files, Files)> {
             ]),
         )]
     };
+    let cold = |ready: f64| {
+        vec![(
+            "lambda-cold-start",
+            json!([{"stage": "map the GGUF file", "p50_ms": 1.0, "p99_ms": 2.0},
+                   {"stage": "process start → ready (init done)", "p50_ms": 10.0, "p99_ms": ready},
+                   {"stage": "process start → first answer received", "p50_ms": 300.0, "p99_ms": 400.0}]),
+        )]
+    };
+    let lambda_verify = |last: bool| {
+        vec![(
+            "lambda-verify",
+            json!([{"case": "completion", "pass": true}, {"case": "bad: no prompt", "pass": last}]),
+        )]
+    };
+    let rates = |met: f64| {
+        vec![(
+            "latency-vs-rate",
+            json!([{"server": "this book's server", "rate": 4.0, "slo_met": 50.0},
+                   {"server": "this book's server", "rate": 1.0, "slo_met": met},
+                   {"server": "llama-server", "rate": 0.5, "slo_met": 10.0}]),
+        )]
+    };
     let apr = |ms: f64| {
         vec![(
             "apr-load",
@@ -362,6 +384,9 @@ fn claim_cases() -> Vec<(&'static str, Files, Files)> {
         ("MP-1", tp_agreement(true), tp_agreement(false)),
         ("MP-2", tp_traffic(true), tp_traffic(false)),
         ("MP-3", tp_speed(55.0), tp_speed(70.0)),
+        ("SV-1", cold(45.0), cold(55.0)),
+        ("SV-2", lambda_verify(true), lambda_verify(false)),
+        ("LP-1", rates(100.0), rates(95.0)),
         ("MP-3", tp_speed(45.0), tp_speed(30.0)),
         ("DS-2", distilled(60.0, 1.9), distilled(60.0, 1.7)),
         ("FA-3", flash_speed(1.8, 1.05), flash_speed(1.8, 0.9)),

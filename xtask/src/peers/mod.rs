@@ -2,8 +2,10 @@
 //! are optional (`cargo xtask bench --peer llama-cpp`): building them takes long and needs more
 //! than the book itself, so neither the tests nor CI depend on them.
 
+mod llama_server;
 mod lookup;
 
+pub use llama_server::llama_server;
 pub use lookup::llama_cpp_lookup;
 
 /// A peer's job: measures, writes its results file, returns the path.
