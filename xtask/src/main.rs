@@ -80,6 +80,10 @@ enum Cmd {
     /// target/peers/llama-server/bin/ (cmake and a C++ compiler; about ten minutes on two
     /// cores, once): demo-latency-profile then measures it beside the book's server.
     PeerLlamaServer,
+    /// Build the serverless handler's deployment package: `bootstrap` (demo-lambda-handler,
+    /// release) and `model.gguf` in target/lambda/prodml/, zipped, checked against Lambda's
+    /// size limits and glibc.
+    LambdaPackage,
 }
 
 /// `demo-distillation --benchmark`'s number of steps.
@@ -142,6 +146,57 @@ fn main() -> Result<()> {
         Cmd::Check => {
             book::check(&root)?;
             println!("the book is consistent");
+        }
+        Cmd::LambdaPackage => {
+            use chapters_code::serverless::package;
+            let status = std::process::Command::new(env!("CARGO"))
+                .current_dir(&root)
+                .args([
+                    "build",
+                    "--release",
+                    "-q",
+                    "-p",
+                    "chapters-code",
+                    "--bin",
+                    "demo-lambda-handler",
+                ])
+                .status()?;
+            anyhow::ensure!(status.success(), "building demo-lambda-handler failed");
+            let p = package::build(
+                &root.join("target/lambda/prodml"),
+                &root.join("target/release/demo-lambda-handler"),
+                &chapters_code::assets::model_path(),
+            )
+            .map_err(anyhow::Error::msg)?;
+            println!(
+                "{}: {:.1} MB zipped, {:.1} MB unzipped (limit {:.1} MB: {}); direct upload (limit {:.1} MB): {}; glibc needed {:?}, provided.al2023 has {:?}: {}",
+                p.zip.display(),
+                p.zip_bytes as f64 / 1e6,
+                p.unzipped_bytes as f64 / 1e6,
+                package::UNZIPPED_BYTES as f64 / 1e6,
+                if p.fits_unzipped() {
+                    "fits"
+                } else {
+                    "too large"
+                },
+                package::DIRECT_UPLOAD_ZIP_BYTES as f64 / 1e6,
+                if p.fits_direct_upload() {
+                    "fits"
+                } else {
+                    "too large: upload through S3"
+                },
+                p.needs_glibc,
+                package::RUNTIME_GLIBC,
+                if p.runs_on_al2023() {
+                    "runs"
+                } else {
+                    "build it for the runtime (cargo lambda build, or musl)"
+                },
+            );
+            anyhow::ensure!(
+                p.fits_unzipped(),
+                "the package is over Lambda's unzipped limit"
+            );
         }
         Cmd::PeerLlamaServer => {
             let bin = xtask::peers::llama_server(&root)?;

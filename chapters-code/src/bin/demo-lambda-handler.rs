@@ -559,6 +559,70 @@ async fn benchmark(
         "The same event to a process that has answered before, timed by the client through the emulator ({} per cold start).",
         cli.warm
     ));
-    Ok(vec![cold, warm_table])
+    Ok(vec![cold, warm_table, package_table(model)?])
+}
+
+/// The deployment package, laid out and zipped from this executable, against Lambda's limits.
+fn package_table(model: &Path) -> Result<Table> {
+    use chapters_code::serverless::package::{
+        self, DIRECT_UPLOAD_ZIP_BYTES, RUNTIME_GLIBC, UNZIPPED_BYTES,
+    };
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/lambda/prodml");
+    let p = package::build(&dir, &std::env::current_exe()?, model).map_err(anyhow::Error::msg)?;
+    let mut table = Table::new(
+        "lambda-package",
+        "The deployment package against Lambda's limits",
+        vec![
+            Column::new("what", "What"),
+            Column::new("mb", "Size").unit("MB").decimals(1),
+            Column::new("limit", "Limit"),
+            Column::new("fits", "Fits"),
+        ],
+    );
+    let mb = |b: u64| b as f64 / 1e6;
+    table.push(vec![
+        json!("bootstrap (this executable)"),
+        json!(mb(p.bootstrap_bytes)),
+        Value::Null,
+        Value::Null,
+    ]);
+    table.push(vec![
+        json!("model.gguf"),
+        json!(mb(p.model_bytes)),
+        Value::Null,
+        Value::Null,
+    ]);
+    table.push(vec![
+        json!("unzipped"),
+        json!(mb(p.unzipped_bytes)),
+        json!(format!(
+            "{:.1} MB (250 MiB, layers included)",
+            mb(UNZIPPED_BYTES)
+        )),
+        json!(p.fits_unzipped()),
+    ]);
+    table.push(vec![
+        json!("zip"),
+        json!(mb(p.zip_bytes)),
+        json!(format!(
+            "{:.1} MB for a direct upload (50 MiB); larger through S3",
+            mb(DIRECT_UPLOAD_ZIP_BYTES)
+        )),
+        json!(p.fits_direct_upload()),
+    ]);
+    table.push(vec![
+        json!(match p.needs_glibc {
+            Some((a, b)) => format!("needs glibc {a}.{b}"),
+            None => "needs no glibc (static)".into(),
+        }),
+        Value::Null,
+        json!(format!(
+            "provided.al2023 has glibc {}.{}",
+            RUNTIME_GLIBC.0, RUNTIME_GLIBC.1
+        )),
+        json!(p.runs_on_al2023()),
+    ]);
+    table.notes.push("Laid out by `cargo xtask lambda-package` (and by this benchmark) in target/lambda/prodml/ and zipped to target/lambda/prodml.zip. An executable built on a newer glibc than the runtime's must be built for it: `cargo lambda build` links against an older glibc with zig, or build for x86_64-unknown-linux-musl.".into());
+    Ok(table)
 }
 // ANCHOR_END: cold_start

@@ -8,6 +8,8 @@
 //! or into a structured error for a bad event (never a panic: the environment would be torn
 //! down, and the next request would pay the cold start again).
 
+pub mod package;
+
 use crate::formats::Gguf;
 use crate::generate::{Request, default_stop_tokens, generate};
 use crate::kernels::pool::ThreadPool;

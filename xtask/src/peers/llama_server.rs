@@ -73,6 +73,8 @@ pub fn llama_server(root: &Path) -> Result<PathBuf> {
                 "-DLLAMA_BUILD_EXAMPLES=OFF",
                 "-DLLAMA_CURL=OFF",
                 "-DLLAMA_OPENSSL=OFF",
+                // One self-contained executable (no libllama/libggml beside it).
+                "-DBUILD_SHARED_LIBS=OFF",
                 // This CPU's SIMD, as the book's engine dispatches to it at run time.
                 "-DGGML_NATIVE=ON",
             ]),
