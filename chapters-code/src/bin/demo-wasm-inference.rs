@@ -188,32 +188,43 @@ impl Run {
 /// The prompts: (text, chat, max tokens).
 type Prompts = Vec<(String, bool, usize)>;
 
-/// The WebAssembly engine under Node on `prompts`: instantiate and load times, and each run.
-fn wasm_runs(module: &Path, model: &Path, prompts: &Prompts) -> Result<(Value, Vec<Run>)> {
+/// `prompts` written to a temporary file for a script (`(file) → its report`), then removed.
+fn with_prompts_file(prompts: &Prompts, run: impl FnOnce(&Path) -> Result<Value>) -> Result<Value> {
     let list: Vec<Value> = prompts
         .iter()
         .map(|(p, chat, n)| json!({"prompt": p, "chat": chat, "max_tokens": n}))
         .collect();
     let file = std::env::temp_dir().join(format!("prodml-wasm-demo-{}.json", std::process::id()));
     std::fs::write(&file, serde_json::to_vec(&list)?)?;
-    let report = node(
-        &wasm_dir().join("js/node-greedy.mjs"),
-        &[module, model, &file],
-    );
+    let report = run(&file);
     let _ = std::fs::remove_file(&file);
-    let report = report?;
+    report
+}
+
+/// A run's token ids from a script's JSON.
+fn token_ids(v: &Value) -> Vec<TokenId> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| Some(v.as_u64()? as TokenId))
+        .collect()
+}
+
+/// The WebAssembly engine under Node on `prompts`: instantiate and load times, and each run.
+fn wasm_runs(module: &Path, model: &Path, prompts: &Prompts) -> Result<(Value, Vec<Run>)> {
+    let report = with_prompts_file(prompts, |file| {
+        node(
+            &wasm_dir().join("js/node-greedy.mjs"),
+            &[module, model, file],
+        )
+    })?;
     let runs = report["results"]
         .as_array()
         .context("no results")?
         .iter()
         .map(|r| Run {
             prompt_tokens: r["prompt_tokens"].as_u64().unwrap_or(0) as usize,
-            ids: r["ids"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|v| Some(v.as_u64()? as TokenId))
-                .collect(),
+            ids: token_ids(&r["ids"]),
             text: r["text"].as_str().unwrap_or_default().to_string(),
             first_ms: r["first_token_ms"].as_f64().unwrap_or(f64::NAN),
             total_ms: r["total_ms"].as_f64().unwrap_or(f64::NAN),
@@ -277,37 +288,25 @@ fn browser_runs(
         );
         return Ok(None);
     }
-    let list: Vec<Value> = prompts
-        .iter()
-        .map(|(p, chat, n)| json!({"prompt": p, "chat": chat, "max_tokens": n}))
-        .collect();
-    let file =
-        std::env::temp_dir().join(format!("prodml-wasm-browser-{}.json", std::process::id()));
-    std::fs::write(&file, serde_json::to_vec(&list)?)?;
-    let report = node(
-        &wasm_dir().join("web/test-browser.mjs"),
-        &[
-            chromium,
-            &modules.simd128,
-            model,
-            &file,
-            screenshot,
-            &modules.relaxed,
-        ],
-    );
-    let _ = std::fs::remove_file(&file);
-    let report = report?;
+    let report = with_prompts_file(prompts, |file| {
+        node(
+            &wasm_dir().join("web/test-browser.mjs"),
+            &[
+                chromium,
+                &modules.simd128,
+                model,
+                file,
+                screenshot,
+                &modules.relaxed,
+            ],
+        )
+    })?;
     let runs = report["results"]
         .as_array()
         .context("no results")?
         .iter()
         .map(|r| {
-            let ids: Vec<TokenId> = r["ids"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|v| Some(v.as_u64()? as TokenId))
-                .collect();
+            let ids = token_ids(&r["ids"]);
             let first_ms = r["firstTokenMs"].as_f64().unwrap_or(f64::NAN);
             let tok_s = r["tokPerS"].as_f64().unwrap_or(f64::NAN);
             Run {

@@ -16,6 +16,8 @@ pub const RUNTIME_GLIBC: (u32, u32) = (2, 34);
 pub struct Package {
     pub zip: PathBuf,
     pub bootstrap_bytes: u64,
+    /// Whether `strip` removed the executable's symbols.
+    pub stripped: bool,
     pub model_bytes: u64,
     pub unzipped_bytes: u64,
     pub zip_bytes: u64,
@@ -69,6 +71,11 @@ pub fn build(dir: &Path, bootstrap: &Path, model: &Path) -> Result<Package, Stri
     std::fs::create_dir_all(dir).map_err(|e| io(&dir.display().to_string(), e))?;
     let (b, m) = (dir.join("bootstrap"), dir.join("model.gguf"));
     std::fs::copy(bootstrap, &b).map_err(|e| io(&bootstrap.display().to_string(), e))?;
+    // Symbols are no use on Lambda: strip them where binutils is there (it comes with gcc).
+    let stripped = Command::new("strip")
+        .arg(&b)
+        .status()
+        .is_ok_and(|s| s.success());
     // A hard link where the file system allows it: the package need not copy 98 MB twice.
     if std::fs::hard_link(model, &m).is_err() {
         std::fs::copy(model, &m).map_err(|e| io(&model.display().to_string(), e))?;
@@ -92,6 +99,7 @@ pub fn build(dir: &Path, bootstrap: &Path, model: &Path) -> Result<Package, Stri
     let binary = std::fs::read(&b).map_err(|e| io("bootstrap", e))?;
     Ok(Package {
         bootstrap_bytes: size(&b),
+        stripped,
         model_bytes: size(&m),
         unzipped_bytes: size(&b) + size(&m),
         zip_bytes: size(&zip),
