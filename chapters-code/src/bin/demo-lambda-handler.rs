@@ -580,8 +580,13 @@ fn package_table(model: &Path) -> Result<Table> {
         ],
     );
     let mb = |b: u64| b as f64 / 1e6;
+    let bootstrap = if p.stripped {
+        "bootstrap (this executable, stripped)"
+    } else {
+        "bootstrap (this executable; `strip` not found)"
+    };
     table.push(vec![
-        json!("bootstrap (this executable)"),
+        json!(bootstrap),
         json!(mb(p.bootstrap_bytes)),
         Value::Null,
         Value::Null,

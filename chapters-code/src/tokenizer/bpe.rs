@@ -9,57 +9,6 @@ use super::pretokenize::{self, PreTokenizer};
 use crate::formats::{Gguf, GgufError};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
-
-/// A hash map for the vocabulary and merge tables: built once from the model file (about 50,000
-/// entries each, at every start — a serverless cold start pays for it), so a multiply-rotate
-/// hash (rustc's FxHash) instead of SipHash. Its keys come from the file, never from a
-/// client, so there is no table to flood.
-type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
-
-/// rustc's FxHash: each word rotated, xored in, multiplied by a constant.
-#[derive(Default, Clone, Copy)]
-struct FxHasher(u64);
-
-impl FxHasher {
-    #[inline]
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-}
-
-impl Hasher for FxHasher {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            self.add(u64::from_le_bytes(c.try_into().expect("8 bytes")));
-        }
-        let mut tail = [0u8; 8];
-        let rest = chunks.remainder();
-        tail[..rest.len()].copy_from_slice(rest);
-        self.add(u64::from_le_bytes(tail) ^ (rest.len() as u64) << 56);
-    }
-
-    #[inline]
-    fn write_u32(&mut self, v: u32) {
-        self.add(u64::from(v));
-    }
-
-    #[inline]
-    fn write_u8(&mut self, v: u8) {
-        self.add(u64::from(v));
-    }
-
-    #[inline]
-    fn write_usize(&mut self, v: usize) {
-        self.add(v as u64);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
 use std::ops::Range;
 
 /// Token id.
@@ -120,9 +69,9 @@ impl TokenKind {
 pub struct Tokenizer {
     tokens: Vec<String>,
     kinds: Vec<TokenKind>,
-    ids: FastMap<String, TokenId>,
+    ids: HashMap<String, TokenId>,
     /// (left, right) → (rank, merged token).
-    merges: FastMap<(TokenId, TokenId), (u32, TokenId)>,
+    merges: HashMap<(TokenId, TokenId), (u32, TokenId)>,
     /// Token of each byte's byte-level character.
     byte_tokens: [Option<TokenId>; 256],
     /// Byte of each byte-level character (inverse of the table).
@@ -231,12 +180,12 @@ impl Tokenizer {
                 tokens: tokens.len(),
             });
         }
-        let mut ids = FastMap::with_capacity_and_hasher(tokens.len(), Default::default());
+        let mut ids = HashMap::with_capacity(tokens.len());
         for (i, t) in tokens.iter().enumerate() {
             // The first occurrence wins if a vocabulary repeats a string.
             ids.entry(t.clone()).or_insert(i as TokenId);
         }
-        let mut merge_map = FastMap::with_capacity_and_hasher(merges.len(), Default::default());
+        let mut merge_map = HashMap::with_capacity(merges.len());
         let mut joined = String::new();
         for (rank, m) in merges.iter().enumerate() {
             let Some((left, right)) = m.split_once(' ') else {
