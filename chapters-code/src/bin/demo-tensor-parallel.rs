@@ -6,6 +6,7 @@
 use anyhow::{Context, Result, bail};
 use chapters_code::assets;
 use chapters_code::demo::{Column, DemoArgs, ModelArgs, Provenance, Report, Table, progress};
+use chapters_code::eval::bench::median;
 use chapters_code::generate::default_stop_tokens;
 use chapters_code::kernels::pool::ThreadPool;
 use chapters_code::model::{KvCache, Llama, Logits};
@@ -556,16 +557,6 @@ struct Timings {
     compute: Vec<f64>,
     communication: Vec<f64>,
     waiting: Vec<f64>,
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    if v.is_empty() {
-        f64::NAN
-    } else {
-        v[v.len() / 2]
-    }
 }
 
 /// Decode and prefill speed of the engine and the shards, taken in turns, and the cost

@@ -4,6 +4,7 @@
 
 use anyhow::{Context, Result, bail};
 use chapters_code::demo::{Column, DemoArgs, ModelArgs, Provenance, Report, Table, progress};
+use chapters_code::eval::bench::median;
 use chapters_code::session::{Session, Step};
 use chapters_code::tokenizer::TokenId;
 use clap::Parser;
@@ -336,11 +337,6 @@ fn suite(max: usize) -> Prompts {
     .collect()
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-}
-
 fn demo() -> Result<()> {
     let cli = Cli::parse();
     let model = cli.run.model_path();
@@ -526,8 +522,12 @@ fn speed_table(
         let browser_runs = browser.as_ref().map(|(_, r)| r).unwrap_or(&empty);
         for (e, runs) in [&node_runs, browser_runs, &native].into_iter().enumerate() {
             if !runs.is_empty() {
-                medians[0][e].push(median(runs.iter().map(Run::decode_tok_s).collect()));
-                medians[1][e].push(median(runs.iter().map(Run::prefill_tok_s).collect()));
+                medians[0][e].push(median(
+                    &runs.iter().map(Run::decode_tok_s).collect::<Vec<_>>(),
+                ));
+                medians[1][e].push(median(
+                    &runs.iter().map(Run::prefill_tok_s).collect::<Vec<_>>(),
+                ));
             }
         }
         if first_browser_report.is_none() {
@@ -562,7 +562,7 @@ fn speed_table(
         .into_iter()
         .zip(medians)
     {
-        let [node, chromium, native] = m.map(|v| if v.is_empty() { f64::NAN } else { median(v) });
+        let [node, chromium, native] = m.map(|v| median(&v));
         let cell = |x: f64| if x.is_finite() { json!(x) } else { Value::Null };
         table.push(vec![
             json!(phase),

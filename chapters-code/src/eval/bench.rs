@@ -83,11 +83,14 @@ impl ModelBench {
             speeds.push(ours);
             ratios.push(ours / base);
         }
-        Ok((median(speeds), median(ratios)))
+        Ok((median(&speeds), median(&ratios)))
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+/// The median of `values` (the upper one of an even count), NaN for none: what the benchmarks
+/// report over their rounds.
+pub fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
     v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
