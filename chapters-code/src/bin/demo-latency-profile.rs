@@ -160,6 +160,14 @@ fn demo() -> Result<()> {
     if !(cli.seconds.is_finite() && cli.seconds > 0.0) {
         bail!("--seconds must be a positive number");
     }
+    for (flag, v) in [
+        ("--slo-ttft-ms", cli.slo_ttft_ms),
+        ("--slo-tpot-ms", cli.slo_tpot_ms),
+    ] {
+        if !(v.is_finite() && v > 0.0) {
+            bail!("{flag} must be a positive number of milliseconds, not {v}");
+        }
+    }
     if let Some(url) = &cli.peer_url {
         check_loopback(url).map_err(anyhow::Error::msg)?;
     }

@@ -40,17 +40,22 @@ impl BrowserAssets {
         relaxed: Option<&Path>,
         model: &Path,
     ) -> Result<BrowserAssets, String> {
+        // The magic number and the size: the module itself is read when a page asks for it.
         let wasm_size = |path: &Path| {
-            let bytes = std::fs::read(path).map_err(|e| {
+            use std::io::Read;
+            let mut magic = [0u8; 4];
+            let mut file = std::fs::File::open(path).map_err(|e| {
                 format!(
                     "{}: {e} (build it with: cargo build -p prodml-wasm --profile wasm --target wasm32-unknown-unknown)",
                     path.display()
                 )
             })?;
-            if bytes.get(..4) != Some(b"\0asm".as_slice()) {
+            if file.read_exact(&mut magic).is_err() || &magic != b"\0asm" {
                 return Err(format!("{}: not a WebAssembly module", path.display()));
             }
-            Ok(bytes.len() as u64)
+            file.metadata()
+                .map(|m| m.len())
+                .map_err(|e| format!("{}: {e}", path.display()))
         };
         let model_bytes = std::fs::metadata(model)
             .map(|m| m.len())

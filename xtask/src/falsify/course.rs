@@ -13,8 +13,6 @@ use std::path::Path;
 pub enum Outcome {
     Met(String),
     Missed(String),
-    /// The chapters that would produce the result do not exist yet.
-    NotBuilt(String),
     /// The chapter exists, its result does not (yet).
     NotMeasured(String),
 }
@@ -136,19 +134,51 @@ pub const CRITERIA: &[Criterion] = &[
     Criterion {
         section: "7.3 Edge deployment",
         points: 8,
-        target: "the model in WebAssembly (browser) ≤ 50 ms per token",
-        tables: &[],
-        score: |_| Ok(Outcome::NotBuilt("not built yet: the WASM chapter".into())),
+        target: "the model in WebAssembly in a browser ≤ 50 ms per generated token (Chromium, decode)",
+        tables: &["wasm-speed"],
+        score: |root| {
+            let Some(t) = table(root, "wasm-speed")? else {
+                return Ok(not_measured("wasm-speed"));
+            };
+            let tok_s = table_rows(&t)
+                .find(|r| r.get("phase").and_then(|v| v.as_str()) == Some("decode"))
+                .and_then(|r| r.get("chromium_tok_s")?.as_f64())
+                .filter(|v| *v > 0.0);
+            Ok(match tok_s {
+                Some(tok_s) => {
+                    let ms = 1e3 / tok_s;
+                    met_if(
+                        ms <= COURSE_WASM_MS,
+                        format!("{ms:.1} ms per token in Chromium ({tok_s:.1} tokens/s)"),
+                    )
+                }
+                None => not_measured("wasm-speed (Chromium)"),
+            })
+        },
     },
     Criterion {
         section: "7.3 Edge deployment",
         points: 7,
-        target: "serverless handler cold start to first answer ≤ 500 ms",
-        tables: &[],
-        score: |_| {
-            Ok(Outcome::NotBuilt(
-                "not built yet: the serverless chapter".into(),
-            ))
+        target: "serverless handler cold start to first answer ≤ 500 ms, at P99",
+        tables: &["lambda-cold-start"],
+        score: |root| {
+            let Some(t) = table(root, "lambda-cold-start")? else {
+                return Ok(not_measured("lambda-cold-start"));
+            };
+            let p99 = table_rows(&t)
+                .find(|r| {
+                    r.get("stage")
+                        .and_then(|v| v.as_str())
+                        .is_some_and(|s| s.contains("first answer"))
+                })
+                .and_then(|r| r.get("p99_ms")?.as_f64());
+            Ok(match p99 {
+                Some(ms) => met_if(
+                    ms <= COURSE_COLD_START_MS,
+                    format!("P99 {ms:.1} ms from process start to the first answer"),
+                ),
+                None => not_measured("lambda-cold-start"),
+            })
         },
     },
     Criterion {

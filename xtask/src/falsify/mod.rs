@@ -249,7 +249,6 @@ fn score_course(root: &Path, cache: &mut FreshnessCache) -> (Table, u32, usize) 
         let (points, result) = match outcome {
             Outcome::Met(e) => (c.points, format!("met: {e}")),
             Outcome::Missed(e) => (0, format!("missed: {e}")),
-            Outcome::NotBuilt(e) => (0, e),
             Outcome::NotMeasured(e) => (0, format!("not measured: {e}")),
         };
         if !src.fresh && !src.files.is_empty() {
