@@ -129,6 +129,8 @@ fn bad_events_are_structured_errors_not_panics() {
             "role",
         ),
         (json!({"prompt": "Hi", "stream": true}), "stream"),
+        // Token ids the model has no embedding for: refused, not an index out of bounds.
+        (json!({"prompt": [1, 999_999]}), "vocabulary"),
     ] {
         let e = f.invoke(&event).expect_err(&event.to_string());
         assert_eq!(e.kind, "InvalidRequest", "{event}: {e}");

@@ -16,7 +16,7 @@ pub mod request;
 use crate::engine::profile::Stage;
 use crate::engine::{Event, Finish, RequestId, Runner, SubmitError, TokenLogprob};
 use crate::generate::{FinishReason, Request, default_stop_tokens};
-use crate::tokenizer::Tokenizer;
+use crate::tokenizer::{TokenId, Tokenizer};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
@@ -240,63 +240,18 @@ async fn generate_endpoint(
 async fn to_engine_request(s: &Arc<AppState>, api: &ApiRequest) -> Result<Request, ApiError> {
     let tokenizer = &s.tokenizer;
     let limit = s.runner.max_prompt_tokens;
-    let (param, text_bytes) = match &api.prompt {
-        Prompt::Text(text) => ("prompt", text.len()),
-        Prompt::Tokens(_) => ("prompt", 0),
-        Prompt::Messages(m) => ("messages", m.iter().map(|m| m.content.len()).sum()),
+    let prompt_ids = {
+        let (tokenizer, prompt) = (Arc::clone(tokenizer), api.prompt.clone());
+        let profile = Arc::clone(&s.runner.profile);
+        tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            let ids = prompt_ids(&tokenizer, &prompt, limit);
+            profile.record(Stage::Tokenize, started.elapsed());
+            ids
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("tokenizing failed: {e}")))??
     };
-    if let Some(per_token) = tokenizer.longest_token_bytes()
-        && text_bytes > limit * per_token
-    {
-        return Err(ApiError::too_long(
-            param,
-            format!(
-                "the prompt has {text_bytes} bytes of text; no token holds more than {per_token}, \
-                 so it needs more than the {limit} tokens this model's context leaves room for"
-            ),
-        ));
-    }
-    let prompt_ids = match &api.prompt {
-        Prompt::Tokens(ids) => {
-            if let Some(bad) = ids
-                .iter()
-                .find(|&&id| id as usize >= tokenizer.vocab_size())
-            {
-                return Err(ApiError::invalid(
-                    "prompt",
-                    format!(
-                        "token id {bad} is outside the vocabulary ({} tokens)",
-                        tokenizer.vocab_size()
-                    ),
-                ));
-            }
-            ids.clone()
-        }
-        prompt => {
-            let (tokenizer, prompt) = (Arc::clone(tokenizer), prompt.clone());
-            let profile = Arc::clone(&s.runner.profile);
-            tokio::task::spawn_blocking(move || {
-                let started = Instant::now();
-                let ids = tokenize(&tokenizer, prompt);
-                profile.record(Stage::Tokenize, started.elapsed());
-                ids
-            })
-            .await
-            .map_err(|e| ApiError::internal(format!("tokenizing failed: {e}")))??
-        }
-    };
-    if prompt_ids.is_empty() {
-        return Err(ApiError::invalid(param, "the prompt is empty"));
-    }
-    if prompt_ids.len() > limit {
-        return Err(ApiError::too_long(
-            param,
-            format!(
-                "the prompt has {} tokens; this model's context leaves room for at most {limit}",
-                prompt_ids.len()
-            ),
-        ));
-    }
     let room = (limit + 1).saturating_sub(prompt_ids.len()).max(1);
     let default = match api.endpoint {
         Endpoint::Completions => 16,
@@ -315,18 +270,67 @@ async fn to_engine_request(s: &Arc<AppState>, api: &ApiRequest) -> Result<Reques
     })
 }
 
-/// The prompt's token ids, in the tokenizer's own way for each kind of prompt.
-fn tokenize(tokenizer: &Tokenizer, prompt: Prompt) -> Result<Vec<u32>, ApiError> {
-    match prompt {
+/// A request's prompt as token ids, checked: no more than `limit` tokens (refused by its byte
+/// length before tokenizing where the vocabulary bounds it), none outside the vocabulary, not
+/// empty. The HTTP server and the serverless handler both take prompts through here.
+pub fn prompt_ids(
+    tokenizer: &Tokenizer,
+    prompt: &Prompt,
+    limit: usize,
+) -> Result<Vec<TokenId>, ApiError> {
+    let (param, text_bytes) = match prompt {
+        Prompt::Text(text) => ("prompt", text.len()),
+        Prompt::Tokens(_) => ("prompt", 0),
+        Prompt::Messages(m) => ("messages", m.iter().map(|m| m.content.len()).sum()),
+    };
+    if let Some(per_token) = tokenizer.longest_token_bytes()
+        && text_bytes > limit * per_token
+    {
+        return Err(ApiError::too_long(
+            param,
+            format!(
+                "the prompt has {text_bytes} bytes of text; no token holds more than {per_token}, \
+                 so it needs more than the {limit} tokens this model's context leaves room for"
+            ),
+        ));
+    }
+    let ids = match prompt {
+        Prompt::Tokens(ids) => {
+            if let Some(bad) = ids
+                .iter()
+                .find(|&&id| id as usize >= tokenizer.vocab_size())
+            {
+                return Err(ApiError::invalid(
+                    "prompt",
+                    format!(
+                        "token id {bad} is outside the vocabulary ({} tokens)",
+                        tokenizer.vocab_size()
+                    ),
+                ));
+            }
+            ids.clone()
+        }
         // Raw completions text parses special tokens, as llama-server does: the caller writes
         // the whole prompt, markers included.
-        Prompt::Text(text) => Ok(tokenizer.encode(&text, true)),
+        Prompt::Text(text) => tokenizer.encode(text, true),
         // Chat: only the template's markers are special; content is text.
         Prompt::Messages(messages) => tokenizer
-            .encode_chat(&messages, true)
-            .map_err(|e| ApiError::invalid("messages", e.to_string())),
-        Prompt::Tokens(ids) => Ok(ids),
+            .encode_chat(messages, true)
+            .map_err(|e| ApiError::invalid("messages", e.to_string()))?,
+    };
+    if ids.is_empty() {
+        return Err(ApiError::invalid(param, "the prompt is empty"));
     }
+    if ids.len() > limit {
+        return Err(ApiError::too_long(
+            param,
+            format!(
+                "the prompt has {} tokens; this model's context leaves room for at most {limit}",
+                ids.len()
+            ),
+        ));
+    }
+    Ok(ids)
 }
 // ANCHOR_END: to_engine_request
 

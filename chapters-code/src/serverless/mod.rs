@@ -15,7 +15,8 @@ use crate::generate::{Request, default_stop_tokens, generate};
 use crate::kernels::pool::ThreadPool;
 use crate::model::Llama;
 use crate::serve::json::{self, Envelope};
-use crate::serve::request::{self, Endpoint, Prompt};
+use crate::serve;
+use crate::serve::request::{self, Endpoint};
 use crate::tokenizer::Tokenizer;
 use serde::Serialize;
 use serde_json::Value;
@@ -148,28 +149,14 @@ impl Function {
                 self.model_id
             )));
         }
-        let prompt_ids = match &api.prompt {
-            Prompt::Text(text) => self.tokenizer.encode(text, true),
-            Prompt::Messages(m) => self
-                .tokenizer
-                .encode_chat(m, true)
-                .map_err(|e| invalid(e.to_string()))?,
-            Prompt::Tokens(ids) => ids.clone(),
-        };
-        if prompt_ids.is_empty() {
-            return Err(invalid("the prompt is empty".into()));
-        }
         let context = self.model.config.context_length;
+        // The server's own checks: vocabulary, empty, room for one token at least.
+        let prompt_ids = serve::prompt_ids(&self.tokenizer, &api.prompt, context - 1)
+            .map_err(|e| invalid(message(&e)))?;
         let max_tokens = api.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
         if max_tokens > MAX_TOKENS_LIMIT {
             return Err(invalid(format!(
                 "max_tokens is {max_tokens}; this function generates at most {MAX_TOKENS_LIMIT}"
-            )));
-        }
-        if prompt_ids.len() + 1 > context {
-            return Err(invalid(format!(
-                "the prompt has {} tokens; the model's context holds {context}",
-                prompt_ids.len()
             )));
         }
         let request = Request {
@@ -199,6 +186,14 @@ impl Function {
         Ok(json::response(&env, &generation.text, &finish, None))
     }
     // ANCHOR_END: invoke
+}
+
+/// An API error's message, without its HTTP status.
+fn message(e: &crate::serve::errors::ApiError) -> String {
+    e.body()["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// Milliseconds between two instants, for the logs.
