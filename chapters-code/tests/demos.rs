@@ -293,6 +293,20 @@ fn every_demo_explains_its_flags() {
             ][..],
         ),
         (
+            env!("CARGO_BIN_EXE_demo-model-registry"),
+            &[
+                "--registry",
+                "--reference",
+                "--cache",
+                "--prompt",
+                "keygen",
+                "push",
+                "pull",
+                "--benchmark",
+                "--verify",
+            ][..],
+        ),
+        (
             env!("CARGO_BIN_EXE_demo-throughput-bench"),
             &["--concurrency", "--max-tokens", "--url", "--time-limit-s"][..],
         ),

@@ -7,8 +7,8 @@
 use chapters_code::formats::GgmlType;
 use chapters_code::formats::gguf::Value;
 use chapters_code::formats::gguf_write::GgufWriter;
-use chapters_code::registry::artifact::{self, Descriptor, Manifest};
-use chapters_code::registry::cache::{self, Cache, Options, signature_tag};
+use chapters_code::registry::attacks;
+use chapters_code::registry::cache::{self, Cache, Options};
 use chapters_code::registry::local::{LocalRegistry, find_binary};
 use chapters_code::registry::oci::{Client, incomplete_path};
 use chapters_code::registry::signing::{PublicKey, SecretKey};
@@ -141,6 +141,29 @@ fn a_signed_model_round_trips_through_the_registry() {
             Path::new("../../blobs").join(digest.hex())
         );
         assert!(cache.blob(&r.name, &digest).is_file());
+        // The same manifest under a second tag, signed for it too: both tags verify (the
+        // signature artifact keeps one envelope per tag).
+        let latest = Reference::parse(&format!("prodml/tiny-{i}:latest")).unwrap();
+        rt.block_on(cache::push(
+            &f.client,
+            &publisher,
+            &latest,
+            &path,
+            Some(&key),
+            small_chunks(),
+        ))
+        .unwrap();
+        for r in [&r, &latest] {
+            let cache = Cache::new(f.dir.join(format!("cache-{i}-{}", r.tag)));
+            rt.block_on(cache::pull(
+                &f.client,
+                &cache,
+                r,
+                &[key.public()],
+                Options::default(),
+            ))
+            .unwrap();
+        }
         // A second push sends nothing; a second pull downloads nothing.
         let again = rt
             .block_on(cache::push(
@@ -308,15 +331,8 @@ fn every_tamper_case_is_refused() {
 
     // An old version replayed under a new tag: v1's manifest (and its valid signature) put
     // under v2.
-    let v1_bytes = rt
-        .block_on(f.client.get_manifest("prodml/m", "v1", artifact::MANIFEST))
-        .unwrap()
+    rt.block_on(attacks::replay(&f.client, "prodml/m", "v1", "v2"))
         .unwrap();
-    rt.block_on(
-        f.client
-            .put_manifest("prodml/m", "v2", artifact::MANIFEST, &v1_bytes),
-    )
-    .unwrap();
     let e = pull("prodml/m:v2", &trusted).unwrap_err();
     assert!(
         matches!(e, RegistryError::SignedForOther { field: "tag", .. }),
@@ -324,33 +340,18 @@ fn every_tamper_case_is_refused() {
     );
     eprintln!("replay: {e}");
 
-    // A swapped manifest: v2 points at a different file, with v2's real signature copied next
-    // to it (its subject still names the real v2), then with the envelope re-attached to the
-    // swapped manifest as its subject.
-    let mut swapped = Manifest::parse(&v1_bytes).unwrap();
-    swapped.annotations.insert("swapped".into(), "yes".into());
-    let swapped_bytes = swapped.to_bytes();
-    let swapped_digest = rt
-        .block_on(
-            f.client
-                .put_manifest("prodml/m", "v2", artifact::MANIFEST, &swapped_bytes),
-        )
+    // A swapped manifest under v2: unsigned; then with v2's real signature artifact copied to
+    // it (its subject names the real v2); then with v2's envelope re-attached to it.
+    let (swapped, len) = rt
+        .block_on(attacks::swap_manifest(&f.client, "prodml/m", "v2"))
         .unwrap();
     let e = pull("prodml/m:v2", &trusted).unwrap_err();
     assert!(matches!(e, RegistryError::Unsigned { .. }), "{e}");
-    let v2_sig = rt
-        .block_on(f.client.get_manifest(
-            "prodml/m",
-            &signature_tag(&v2.manifest),
-            artifact::MANIFEST,
-        ))
-        .unwrap()
-        .unwrap();
-    rt.block_on(f.client.put_manifest(
+    rt.block_on(attacks::copy_signature(
+        &f.client,
         "prodml/m",
-        &signature_tag(&swapped_digest),
-        artifact::MANIFEST,
-        &v2_sig,
+        &v2.manifest,
+        &swapped,
     ))
     .unwrap();
     let e = pull("prodml/m:v2", &trusted).unwrap_err();
@@ -364,21 +365,11 @@ fn every_tamper_case_is_refused() {
         ),
         "{e}"
     );
-    let sig = Manifest::parse(&v2_sig).unwrap();
-    let envelope = rt
-        .block_on(f.client.fetch_small(
-            "prodml/m",
-            &sig.layers[0].digest().unwrap(),
-            sig.layers[0].size,
-        ))
-        .unwrap();
-    let subject = Descriptor::new(
-        artifact::MANIFEST,
-        &swapped_digest,
-        swapped_bytes.len() as u64,
-    );
-    rt.block_on(cache::attach_signature(
-        &f.client, "prodml/m", subject, &envelope,
+    rt.block_on(attacks::reattach_signature(
+        &f.client,
+        "prodml/m",
+        &v2.manifest,
+        (&swapped, len),
     ))
     .unwrap();
     let e = pull("prodml/m:v2", &trusted).unwrap_err();
@@ -394,12 +385,8 @@ fn every_tamper_case_is_refused() {
     );
     eprintln!("swapped manifest: {e}");
 
-    // A blob changed in the registry's storage (same length, one byte flipped).
-    let data = f.registry.blob_data(&v1.layer);
-    let mut bytes = std::fs::read(&data).unwrap();
-    let at = bytes.len() / 2;
-    bytes[at] ^= 0x40;
-    std::fs::write(&data, &bytes).unwrap();
+    // A blob changed in the registry's storage (same length, one bit flipped).
+    attacks::flip_stored_byte(&f.registry, &v1.layer).unwrap();
     let e = pull("prodml/m:v1", &trusted).unwrap_err();
     assert!(matches!(e, RegistryError::DigestMismatch { .. }), "{e}");
     eprintln!("changed blob: {e}");

@@ -127,6 +127,10 @@ pub const DEMOS: &[DemoJob] = &[
         args: &["--benchmark", "--output", "json", "--verify"],
     },
     DemoJob {
+        bin: "demo-model-registry",
+        args: &["--benchmark", "--output", "json", "--verify"],
+    },
+    DemoJob {
         bin: "demo-wasm-inference",
         args: &[
             "--benchmark",

@@ -77,6 +77,10 @@ fn mkdir(path: &Path) -> Result<(), RegistryError> {
 #[derive(Debug, Clone)]
 pub struct Pushed {
     pub manifest: Digest,
+    /// The manifest's length in bytes.
+    pub manifest_bytes: u64,
+    /// The signature envelope's length in bytes, when signed.
+    pub envelope_bytes: Option<u64>,
     pub layer: Digest,
     pub layer_bytes: u64,
     pub config: ModelConfig,
@@ -150,6 +154,7 @@ pub async fn push(
     let manifest_digest = client
         .put_manifest(name, &reference.tag, artifact::MANIFEST, &manifest_bytes)
         .await?;
+    let mut envelope_len = None;
     let signed_by = match key {
         Some(key) => {
             let files = vec![SignedFile {
@@ -164,12 +169,15 @@ pub async fn push(
                 manifest_bytes.len() as u64,
             );
             attach_signature(client, name, subject, &envelope).await?;
+            envelope_len = Some(envelope.len() as u64);
             Some(key.public().id())
         }
         None => None,
     };
     Ok(Pushed {
         manifest: manifest_digest,
+        manifest_bytes: manifest_bytes.len() as u64,
+        envelope_bytes: envelope_len,
         layer,
         layer_bytes,
         config,
@@ -179,8 +187,10 @@ pub async fn push(
 }
 // ANCHOR_END: push
 
-/// Stores a DSSE envelope as an artifact whose `subject` is the signed manifest, under the
-/// signature tag of `subject`.
+/// Attaches a DSSE envelope to `subject`: one layer of the signature artifact under the
+/// signature tag of `subject`. Envelopes already there for the same subject are kept — one
+/// manifest can be published under several tags (`v1` and `latest`), each with its own
+/// signed statement — so this appends rather than replaces.
 pub async fn attach_signature(
     client: &Client,
     name: &str,
@@ -190,16 +200,28 @@ pub async fn attach_signature(
     let empty = client.push_bytes(name, b"{}").await?;
     let env_digest = client.push_bytes(name, envelope).await?;
     let tag = signature_tag(&subject.digest()?);
+    let mut layers: Vec<artifact::Descriptor> =
+        match client.get_manifest(name, &tag, artifact::MANIFEST).await? {
+            Some(bytes) => match Manifest::parse(&bytes) {
+                Ok(old) if old.subject.as_ref() == Some(&subject) => old
+                    .layers
+                    .into_iter()
+                    .filter(|l| l.media_type == signing::ENVELOPE)
+                    .collect(),
+                _ => Vec::new(),
+            },
+            None => Vec::new(),
+        };
+    let new = artifact::Descriptor::new(signing::ENVELOPE, &env_digest, envelope.len() as u64);
+    if !layers.contains(&new) {
+        layers.push(new);
+    }
     let manifest = Manifest {
         schema_version: 2,
         media_type: artifact::MANIFEST.into(),
         artifact_type: Some(signing::ENVELOPE.into()),
         config: artifact::Descriptor::new(EMPTY_CONFIG, &empty, 2),
-        layers: vec![artifact::Descriptor::new(
-            signing::ENVELOPE,
-            &env_digest,
-            envelope.len() as u64,
-        )],
+        layers,
         subject: Some(subject),
         annotations: Default::default(),
     };
@@ -305,33 +327,54 @@ pub async fn pull(
 }
 // ANCHOR_END: pull
 
-/// The signature artifact attached to `manifest`, verified.
+/// The signature artifact attached to `manifest`, verified: the first envelope that verifies
+/// for this reference wins. When none does, the refusal reported is the most telling one: a
+/// signature that does not verify (tampering), then a statement for another manifest, tag or
+/// repository (a replay), then keys nobody trusts.
 async fn verify_signature(
     client: &Client,
     reference: &Reference,
     manifest: &Digest,
     trusted: &[PublicKey],
 ) -> Result<(Statement, String), RegistryError> {
-    let envelope = signature_envelope(client, reference, manifest).await?;
-    signing::verify(&envelope, trusted, reference, manifest)
+    let rank = |e: &RegistryError| match e {
+        RegistryError::BadSignature { .. } => 0,
+        RegistryError::SignedForOther { .. } => 1,
+        _ => 2,
+    };
+    let mut refusal: Option<RegistryError> = None;
+    for envelope in signature_envelopes(client, reference, manifest).await? {
+        match signing::verify(&envelope, trusted, reference, manifest) {
+            Ok(verified) => return Ok(verified),
+            Err(e) => {
+                if refusal.as_ref().is_none_or(|r| rank(&e) < rank(r)) {
+                    refusal = Some(e);
+                }
+            }
+        }
+    }
+    Err(refusal.unwrap_or_else(|| RegistryError::Unsigned {
+        reference: reference.to_string(),
+        manifest: manifest.clone(),
+    }))
 }
 
-async fn signature_envelope(
+async fn signature_envelopes(
     client: &Client,
     reference: &Reference,
     manifest: &Digest,
-) -> Result<Vec<u8>, RegistryError> {
+) -> Result<Vec<Vec<u8>>, RegistryError> {
     let name = &reference.name;
-    let unsigned = || RegistryError::Unsigned {
-        reference: reference.to_string(),
-        manifest: manifest.clone(),
-    };
-    let sig_bytes = client
+    let Some(sig_bytes) = client
         .get_manifest(name, &signature_tag(manifest), artifact::MANIFEST)
         .await?
-        .ok_or_else(unsigned)?;
+    else {
+        return Ok(Vec::new());
+    };
     let sig = Manifest::parse(&sig_bytes)?;
-    let subject = sig.subject.as_ref().ok_or_else(unsigned)?;
+    let Some(subject) = sig.subject.as_ref() else {
+        return Ok(Vec::new());
+    };
     if &subject.digest()? != manifest {
         return Err(RegistryError::SignedForOther {
             reference: reference.to_string(),
@@ -341,12 +384,19 @@ async fn signature_envelope(
             hint: " (the signature artifact names another manifest)",
         });
     }
-    let layer = sig
+    let mut envelopes = Vec::new();
+    for layer in sig
         .layers
         .iter()
-        .find(|l| l.media_type == signing::ENVELOPE)
-        .ok_or_else(unsigned)?;
-    client.fetch_small(name, &layer.digest()?, layer.size).await
+        .filter(|l| l.media_type == signing::ENVELOPE)
+    {
+        envelopes.push(
+            client
+                .fetch_small(name, &layer.digest()?, layer.size)
+                .await?,
+        );
+    }
+    Ok(envelopes)
 }
 
 /// Reuses a cached blob if it still hashes to its name (a changed file is deleted and fetched

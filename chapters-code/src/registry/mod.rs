@@ -10,6 +10,7 @@
 //!   `snapshots/`), and [`cache::pull`] / [`cache::push`], which tie it all together.
 
 pub mod artifact;
+pub mod attacks;
 pub mod cache;
 pub mod digest;
 pub mod local;

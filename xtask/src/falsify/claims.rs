@@ -1083,6 +1083,13 @@ pub const CLAIMS: &[Claim] = &[
         check: |root| all_true(root, "lambda-verify", "pass", "checks pass"),
     },
     Claim {
+        id: "MR-1",
+        chapter: "A model registry",
+        statement: "Against a real OCI registry server a signed pull is verified, and every tamper case (unsigned, another key, a replayed tag, a swapped manifest, a changed blob) is refused before the file is used",
+        tables: &["registry-verify"],
+        check: |root| all_true(root, "registry-verify", "pass", "cases as expected"),
+    },
+    Claim {
         id: "LP-1",
         chapter: "Latency profiling",
         statement: "At the sweep's lowest request rate at least 99% of this book's server's requests meet the latency objective (open loop)",

@@ -272,6 +272,12 @@ fn claim_cases() -> Vec<(&'static str, Files, Files)> {
             json!([{"case": "completion", "pass": true}, {"case": "bad: no prompt", "pass": last}]),
         )]
     };
+    let registry_verify = |last: bool| {
+        vec![(
+            "registry-verify",
+            json!([{"case": "signed by the trusted key", "pass": true}, {"case": "changed blob", "pass": last}]),
+        )]
+    };
     let rates = |met: f64| {
         vec![(
             "latency-vs-rate",
@@ -387,6 +393,7 @@ fn claim_cases() -> Vec<(&'static str, Files, Files)> {
         ("SV-1", cold(45.0), cold(55.0)),
         ("SV-2", lambda_verify(true), lambda_verify(false)),
         ("LP-1", rates(100.0), rates(95.0)),
+        ("MR-1", registry_verify(true), registry_verify(false)),
         ("MP-3", tp_speed(45.0), tp_speed(30.0)),
         ("DS-2", distilled(60.0, 1.9), distilled(60.0, 1.7)),
         ("FA-3", flash_speed(1.8, 1.05), flash_speed(1.8, 0.9)),
