@@ -21,6 +21,7 @@
 //! | [`distill`] | training a pruned student on its teacher (Distillation) |
 //! | [`reference`] | llama.cpp's outputs we check against |
 //! | [`parity`] | llama.cpp's noise floor, and our engine against it (From prompt to tokens) |
+//! | [`scaleout`] | replicas behind nginx and SGLang's router, failover (Scaling out) |
 //! | [`registry`] | a signed model registry on an OCI registry (A model registry) |
 //! | [`kernels`] | dot products and matmul, scalar and SIMD (every chapter) |
 //! | [`assets`] | where the model and texts live |
@@ -56,6 +57,8 @@ pub mod reference;
 #[cfg(feature = "native")]
 pub mod registry;
 pub mod sampling;
+#[cfg(feature = "native")]
+pub mod scaleout;
 #[cfg(feature = "native")]
 pub mod serve;
 #[cfg(feature = "native")]

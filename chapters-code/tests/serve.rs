@@ -247,6 +247,13 @@ async fn every_error_has_its_status_and_openai_shape() {
     assert_eq!(models["data"][0]["id"], MODEL_ID);
     let (status, health) = s.get("/health").await;
     assert_eq!(status, 200, "{health}");
+    // What SGLang's router reads when it registers a worker: the served model's name.
+    for path in ["/server_info", "/model_info"] {
+        let (status, info) = s.get(path).await;
+        assert_eq!(status, 200, "{path}: {info}");
+        let info: Value = serde_json::from_str(&info).unwrap();
+        assert_eq!(info["model_path"], MODEL_ID, "{path}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

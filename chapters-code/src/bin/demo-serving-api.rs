@@ -202,6 +202,18 @@ async fn serve(
         Some(assets) => router(state).merge(browser::routes(assets)),
         None => router(state),
     };
+    // Every response says which replica answered: behind a load balancer, clients and tests
+    // can attribute each request (the scaling-out chapter's failover test counts on it).
+    let served_by = axum::http::HeaderValue::from_str(&addr.to_string())?;
+    let app = app.layer(axum::middleware::map_response(
+        move |mut response: axum::response::Response| {
+            let served_by = served_by.clone();
+            async move {
+                response.headers_mut().insert("x-served-by", served_by);
+                response
+            }
+        },
+    ));
     // --verify: a client task checks the server; its verdict stops the server like a signal.
     let (verdict_tx, verdict_rx) = tokio::sync::oneshot::channel::<bool>();
     // Without --verify the sender stays here, unused, so the verdict never comes.

@@ -63,6 +63,9 @@ pub struct Streamed {
     pub usage: Option<Value>,
     /// True when the stream ended with `data: [DONE]`.
     pub done: bool,
+    /// The `X-Served-By` response header: which replica answered (`demo-serving-api` sends its
+    /// address), when there are several behind a load balancer.
+    pub served_by: Option<String>,
 }
 
 impl Streamed {
@@ -96,6 +99,14 @@ pub enum ClientError {
     Status { status: u16, body: String },
     #[error("bad stream: {0}")]
     Protocol(String),
+    /// The connection broke after the response had started (a server that died mid-stream).
+    #[error("the stream broke after {pieces} pieces of text: {message}")]
+    Broken {
+        /// The `X-Served-By` header of the response that broke.
+        served_by: Option<String>,
+        pieces: usize,
+        message: String,
+    },
 }
 
 // ANCHOR: stream_request
@@ -105,11 +116,19 @@ pub async fn stream(
     client: &reqwest::Client,
     url: &str,
     body: &Value,
+    on_text: impl FnMut(&str),
+) -> Result<Streamed, ClientError> {
+    stream_request(client.post(url).json(body), on_text).await
+}
+
+/// [`stream`] for a request built by the caller (extra headers, a timeout).
+pub async fn stream_request(
+    request: reqwest::RequestBuilder,
     mut on_text: impl FnMut(&str),
 ) -> Result<Streamed, ClientError> {
     use futures_util::StreamExt;
     let sent = Instant::now();
-    let response = client.post(url).json(body).send().await?;
+    let response = request.send().await?;
     let status = response.status();
     if !status.is_success() {
         let body = response.text().await.unwrap_or_default();
@@ -119,10 +138,22 @@ pub async fn stream(
         });
     }
     let mut parser = SseParser::default();
-    let mut out = Streamed::default();
+    let mut out = Streamed {
+        served_by: response
+            .headers()
+            .get("x-served-by")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+        ..Streamed::default()
+    };
     let mut bytes = response.bytes_stream();
     while let Some(piece) = bytes.next().await {
-        for data in parser.push(&piece?).map_err(ClientError::Protocol)? {
+        let piece = piece.map_err(|e| ClientError::Broken {
+            served_by: out.served_by.clone(),
+            pieces: out.arrivals.len(),
+            message: e.to_string(),
+        })?;
+        for data in parser.push(&piece).map_err(ClientError::Protocol)? {
             if data == "[DONE]" {
                 out.done = true;
                 continue;

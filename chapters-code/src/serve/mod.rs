@@ -68,6 +68,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/models", get(models))
         .route("/health", get(health))
         .route("/metrics", get(metrics_text))
+        // What SGLang's router (sgl-model-gateway) asks a worker when it registers it: the
+        // served model's name (it stamps it on requests that name none) and its kind.
+        .route("/server_info", get(server_info))
+        .route("/model_info", get(model_info))
         .fallback(not_found)
         .with_state(state)
 }
@@ -106,6 +110,26 @@ async fn health(State(s): State<Arc<AppState>>) -> Response {
     let stats = s.runner.stats();
     axum::Json(json!({ "status": "ok", "queue": stats.waiting, "running": stats.running }))
         .into_response()
+}
+
+async fn server_info(State(s): State<Arc<AppState>>) -> Response {
+    axum::Json(json!({
+        "model_path": s.config.model_id,
+        "served_model_name": s.config.model_id,
+        "max_total_tokens": s.context_length,
+        "version": env!("CARGO_PKG_VERSION"),
+    }))
+    .into_response()
+}
+
+async fn model_info(State(s): State<Arc<AppState>>) -> Response {
+    axum::Json(json!({
+        "model_path": s.config.model_id,
+        "is_generation": true,
+        "model_type": "llama",
+        "architectures": ["LlamaForCausalLM"],
+    }))
+    .into_response()
 }
 
 async fn metrics_text(State(s): State<Arc<AppState>>) -> Response {

@@ -80,20 +80,38 @@ impl Timed {
 /// Sends `spec.requests` requests to `url` at their scheduled times, each in its own task (no
 /// request waits for another), and returns every request timed from its intended send time.
 pub async fn run_open_loop(http: &reqwest::Client, url: &str, spec: &OpenLoopSpec) -> Vec<Timed> {
-    let schedule = poisson_schedule(spec.rate_per_s, spec.requests, spec.seed);
+    let requests = (0..spec.requests)
+        .map(|i| (request_body(&spec.load, PROMPTS[i % PROMPTS.len()]), None))
+        .collect();
+    run_open_loop_requests(http, url, requests, spec.rate_per_s, spec.seed).await
+}
+
+/// [`run_open_loop`] for bodies made by the caller, each with an optional `X-Session-ID`
+/// header (what session-affinity load balancers hash).
+pub async fn run_open_loop_requests(
+    http: &reqwest::Client,
+    url: &str,
+    requests: Vec<(serde_json::Value, Option<String>)>,
+    rate_per_s: f64,
+    seed: u64,
+) -> Vec<Timed> {
+    let schedule = poisson_schedule(rate_per_s, requests.len(), seed);
     let start = tokio::time::Instant::now();
     let tasks: Vec<_> = schedule
         .into_iter()
-        .enumerate()
-        .map(|(i, at)| {
+        .zip(requests)
+        .map(|(at, (body, session))| {
             let (http, url) = (http.clone(), url.to_string());
-            let body = request_body(&spec.load, PROMPTS[i % PROMPTS.len()]);
             tokio::spawn(async move {
                 let intended = start + at;
                 tokio::time::sleep_until(intended).await;
                 // Late if the machine could not keep up: counted, not hidden.
                 let delay = tokio::time::Instant::now() - intended;
-                let result = client::stream(&http, &url, &body, |_| {})
+                let mut request = http.post(&url).json(&body);
+                if let Some(session) = session {
+                    request = request.header("x-session-id", session);
+                }
+                let result = client::stream_request(request, |_| {})
                     .await
                     .map_err(|e| e.to_string());
                 Timed { delay, result }

@@ -1,0 +1,123 @@
+//! SGLang's router (`pip install sglang-router`: the Rust "model gateway" in a Python wheel) in
+//! front of the replicas. It probes a worker's `/health`, `/server_info` and `/model_info`
+//! (our server answers all three), keeps an approximate radix tree of the request text it sent
+//! to each worker, and with `cache_aware` sends a request to the worker whose tree shares the
+//! longest prefix with it — unless the load is too uneven, when it takes the least loaded.
+
+use super::replica;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The router's policies we measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    RoundRobin,
+    /// Prefix-aware: the longest shared prefix of request text, balanced by queue length.
+    CacheAware,
+}
+
+impl Policy {
+    pub fn label(self) -> &'static str {
+        match self {
+            Policy::RoundRobin => "sglang-router round_robin",
+            Policy::CacheAware => "sglang-router cache_aware",
+        }
+    }
+
+    fn arg(self) -> &'static str {
+        match self {
+            Policy::RoundRobin => "round_robin",
+            Policy::CacheAware => "cache_aware",
+        }
+    }
+}
+
+/// A Python that can import `sglang_router`: $PRODML_SGLANG_PYTHON, else `python3`.
+pub fn find_python() -> Option<PathBuf> {
+    let python: PathBuf =
+        std::env::var_os("PRODML_SGLANG_PYTHON").map_or_else(|| "python3".into(), PathBuf::from);
+    Command::new(&python)
+        .args(["-c", "import sglang_router"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+        .then_some(python)
+}
+
+/// A running router; stopped when dropped.
+pub struct Router {
+    child: Child,
+    pub port: u16,
+}
+
+impl Drop for Router {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Router {
+    /// Starts the router on `port` over `workers` (URLs), health-checking them every second
+    /// (one failure takes a worker out, one success brings it back), and waits until it
+    /// serves `/v1/models` with `model_id` from every worker registered.
+    pub fn start(
+        python: &Path,
+        port: u16,
+        workers: &[String],
+        policy: Policy,
+        model_id: &str,
+        log: &Path,
+    ) -> Result<Router, String> {
+        let log_file = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+        let child = Command::new(python)
+            .args(["-m", "sglang_router.launch_router", "--host", "127.0.0.1"])
+            .args(["--port", &port.to_string()])
+            .arg("--worker-urls")
+            .args(workers)
+            .args(["--policy", policy.arg()])
+            .args(["--health-check-interval-secs", "1"])
+            .args(["--health-failure-threshold", "1"])
+            .args(["--health-success-threshold", "1"])
+            .args(["--health-check-endpoint", "/health"])
+            .args(["--log-level", "warn"])
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .map_err(|e| format!("starting {} -m sglang_router: {e}", python.display()))?;
+        let mut router = Router { child, port };
+        let authority = format!("127.0.0.1:{port}");
+        let started = Instant::now();
+        loop {
+            if let Ok(Some(status)) = router.child.try_wait() {
+                let text = std::fs::read_to_string(log).unwrap_or_default();
+                let tail: String = text
+                    .chars()
+                    .rev()
+                    .take(800)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect();
+                return Err(format!("sglang-router exited ({status}): {tail}"));
+            }
+            let ready = replica::get(&authority, "/workers").is_some_and(|(status, body)| {
+                status == 200 && workers.iter().all(|w| body.contains(w.as_str()))
+            }) && replica::get(&authority, "/v1/models")
+                .is_some_and(|(status, body)| status == 200 && body.contains(model_id));
+            if ready {
+                return Ok(router);
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                return Err("sglang-router did not register its workers within 60 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
