@@ -83,6 +83,9 @@ impl Router {
             .args(["--health-success-threshold", "1"])
             .args(["--health-check-endpoint", "/health"])
             .args(["--log-level", "warn"])
+            // Its Prometheus exporter listens on 29000 by default: one free port per router.
+            .args(["--prometheus-host", "127.0.0.1", "--prometheus-port"])
+            .arg(replica::free_port().map_err(|e| e.to_string())?.to_string())
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()
@@ -119,5 +122,19 @@ impl Router {
 
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Whether the router counts the worker at `url` healthy now (`GET /workers`), if it
+    /// lists it.
+    pub fn worker_healthy(&self, url: &str) -> Option<bool> {
+        let (_, body) = replica::get(&format!("127.0.0.1:{}", self.port), "/workers")?;
+        let start = body.find('{')?;
+        let end = body.rfind('}')?;
+        let json: serde_json::Value = serde_json::from_str(&body[start..=end]).ok()?;
+        json["workers"]
+            .as_array()?
+            .iter()
+            .find(|w| w["url"] == url)
+            .and_then(|w| w["is_healthy"].as_bool())
     }
 }
