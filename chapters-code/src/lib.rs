@@ -119,6 +119,8 @@ pub mod book {
     pub struct Week3LatencyProfiling;
     #[doc = include_str!("../../book/src/week3/model-registry.md")]
     pub struct Week3ModelRegistry;
+    #[doc = include_str!("../../book/src/week3/scaling-out.md")]
+    pub struct Week3ScalingOut;
     #[doc = include_str!("../../book/src/appendix/testing.md")]
     pub struct AppendixTesting;
     #[doc = include_str!("../../book/src/appendix/falsification.md")]

@@ -307,6 +307,23 @@ fn every_demo_explains_its_flags() {
             ][..],
         ),
         (
+            env!("CARGO_BIN_EXE_demo-scale-out"),
+            &[
+                "--replicas",
+                "--kv-mib",
+                "--prefixes",
+                "--sentences",
+                "--requests",
+                "--rate",
+                "--max-tokens",
+                "--fronts",
+                "--nginx",
+                "--sglang-python",
+                "--benchmark",
+                "--verify",
+            ][..],
+        ),
+        (
             env!("CARGO_BIN_EXE_demo-throughput-bench"),
             &["--concurrency", "--max-tokens", "--url", "--time-limit-s"][..],
         ),

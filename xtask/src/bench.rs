@@ -131,6 +131,10 @@ pub const DEMOS: &[DemoJob] = &[
         args: &["--benchmark", "--output", "json", "--verify"],
     },
     DemoJob {
+        bin: "demo-scale-out",
+        args: &["--benchmark", "--output", "json", "--verify"],
+    },
+    DemoJob {
         bin: "demo-wasm-inference",
         args: &[
             "--benchmark",
@@ -289,10 +293,23 @@ pub fn run(root: &Path, filter: Option<&str>) -> Result<Vec<PathBuf>> {
     }
     // A demo job is wanted by its binary's name or by its whole command (`bin args…`), so
     // that one of a binary's several jobs can be re-run alone.
-    for job in DEMOS
+    let jobs: Vec<&DemoJob> = DEMOS
         .iter()
         .filter(|j| wanted(j.bin) || wanted(&format!("{} {}", j.bin, j.args.join(" "))))
-    {
+        .collect();
+    // Some demos start others (demo-scale-out runs demo-serving-api replicas): every binary
+    // comes from this one build, never from an older one left in target/.
+    if !jobs.is_empty() {
+        let status = Command::new(cargo())
+            .current_dir(root)
+            .args(["build", "--release", "-q", "-p", "chapters-code", "--bins"])
+            .status()
+            .context("building the demos")?;
+        if !status.success() {
+            bail!("cargo build --release -p chapters-code --bins failed");
+        }
+    }
+    for job in jobs {
         let report = run_demo(root, job)?;
         for table in report.tables {
             let file = BenchFile {

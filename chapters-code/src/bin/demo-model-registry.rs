@@ -80,6 +80,10 @@ enum Command {
         /// Public key files to trust (the key in the artifact is never trusted by itself).
         #[arg(long, required = true)]
         trust: Vec<PathBuf>,
+        /// Also make a symbolic link here to the verified file (a fixed path for a server's
+        /// --model, e.g. in a Kubernetes init container).
+        #[arg(long)]
+        link: Option<PathBuf>,
     },
 }
 
@@ -147,7 +151,7 @@ fn demo() -> Result<()> {
             );
             return Ok(());
         }
-        Some(Command::Pull { trust }) => {
+        Some(Command::Pull { trust, link }) => {
             let client = Client::new(
                 cli.registry
                     .as_deref()
@@ -165,6 +169,15 @@ fn demo() -> Result<()> {
                 &trusted,
                 Options::default(),
             ))?;
+            if let Some(link) = link {
+                let _ = std::fs::remove_file(link);
+                #[cfg(unix)]
+                std::os::unix::fs::symlink(std::path::absolute(&pulled.path)?, link)
+                    .with_context(|| format!("linking {}", link.display()))?;
+                #[cfg(not(unix))]
+                std::fs::copy(&pulled.path, link)
+                    .with_context(|| format!("copying to {}", link.display()))?;
+            }
             println!("{}", pulled.path.display());
             return Ok(());
         }

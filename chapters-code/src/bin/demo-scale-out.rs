@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 #[command(
     name = "demo-scale-out",
     version,
-    after_help = "Examples:\n  demo-scale-out\n  demo-scale-out --verify\n  demo-scale-out --benchmark --rate 1.5 --requests 90\n"
+    after_help = "Examples:\n  demo-scale-out\n  demo-scale-out --verify\n  demo-scale-out --benchmark --fronts nginx-round-robin,router-cache-aware\n"
 )]
 struct Cli {
     #[command(flatten)]
@@ -42,7 +42,7 @@ struct Cli {
 
     /// KV cache per replica, MiB (it bounds how many system prompts one replica's prefix cache
     /// holds).
-    #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(u64).range(4..65_537))]
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(4..65_537))]
     kv_mib: u64,
 
     /// Distinct system prompts in the workload.
@@ -50,20 +50,25 @@ struct Cli {
     prefixes: u64,
 
     /// Sentences per system prompt (each about twenty tokens).
-    #[arg(long, default_value_t = 18, value_parser = clap::value_parser!(u64).range(1..201))]
+    #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u64).range(1..201))]
     sentences: u64,
 
     /// Requests per front (--benchmark).
-    #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u64).range(1..100_001))]
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..100_001))]
     requests: u64,
 
     /// Mean arrival rate, requests per second (Poisson, open loop).
-    #[arg(long, default_value_t = 1.5)]
+    #[arg(long, default_value_t = 1.0)]
     rate: f64,
 
     /// Tokens generated per request.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..1025))]
     max_tokens: u64,
+
+    /// Fronts to run, in order (comma-separated) [default: all; the router's only where it is
+    /// installed].
+    #[arg(long, value_delimiter = ',', value_enum)]
+    fronts: Vec<FrontName>,
 
     /// nginx binary [default: $PRODML_NGINX, `nginx` on PATH or /usr/sbin/nginx].
     #[arg(long)]
@@ -92,6 +97,28 @@ impl Front {
         match self {
             Front::Nginx(n) => n.url(),
             Front::Router(r) => r.url(),
+        }
+    }
+}
+
+/// The fronts by name, for --fronts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum FrontName {
+    NginxRoundRobin,
+    NginxLeastConn,
+    NginxHash,
+    RouterRoundRobin,
+    RouterCacheAware,
+}
+
+impl FrontName {
+    fn kind(self) -> FrontKind {
+        match self {
+            FrontName::NginxRoundRobin => FrontKind::Nginx(Balance::RoundRobin),
+            FrontName::NginxLeastConn => FrontKind::Nginx(Balance::LeastConn),
+            FrontName::NginxHash => FrontKind::Nginx(Balance::SessionHash),
+            FrontName::RouterRoundRobin => FrontKind::Router(Policy::RoundRobin),
+            FrontName::RouterCacheAware => FrontKind::Router(Policy::CacheAware),
         }
     }
 }
@@ -182,15 +209,25 @@ fn demo() -> Result<()> {
         drain_s: 10,
     };
     let runtime = chapters_code::serve::runtime()?;
-    let mut kinds = vec![
-        FrontKind::Nginx(Balance::RoundRobin),
-        FrontKind::Nginx(Balance::LeastConn),
-        FrontKind::Nginx(Balance::SessionHash),
-    ];
-    if tools.python.is_some() {
-        kinds.push(FrontKind::Router(Policy::RoundRobin));
-        kinds.push(FrontKind::Router(Policy::CacheAware));
+    let names = if cli.fronts.is_empty() {
+        let mut all = vec![
+            FrontName::NginxRoundRobin,
+            FrontName::NginxLeastConn,
+            FrontName::NginxHash,
+        ];
+        if tools.python.is_some() {
+            all.extend([FrontName::RouterRoundRobin, FrontName::RouterCacheAware]);
+        }
+        all
+    } else {
+        cli.fronts.clone()
+    };
+    if tools.python.is_none() && names.iter().any(|n| n.kind().label().starts_with("sglang")) {
+        bail!(
+            "SGLang's router is not installed: pip install sglang-router, or pass --sglang-python"
+        );
     }
+    let kinds: Vec<FrontKind> = names.iter().map(|n| n.kind()).collect();
     let mut tables = Vec::new();
     let mut verified = None;
     let mut summary = json!({});
