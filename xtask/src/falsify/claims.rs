@@ -1090,6 +1090,46 @@ pub const CLAIMS: &[Claim] = &[
         check: |root| all_true(root, "registry-verify", "pass", "cases as expected"),
     },
     Claim {
+        id: "SO-1",
+        chapter: "Scaling out",
+        statement: "A replica killed under load behind nginx or SGLang's router loses only the requests in flight on it; the front takes it out and brings it back after a restart",
+        tables: &["scale-out-failover"],
+        check: |root| all_true(root, "scale-out-failover", "pass", "fronts"),
+    },
+    Claim {
+        id: "SO-2",
+        chapter: "Scaling out",
+        statement: "On a workload of a few long shared system prompts, prefix-aware routing (SGLang's cache_aware) serves more prompt tokens from the replicas' prefix caches and has a lower median time to first token than round-robin, in the same run",
+        tables: &["scale-out-routing"],
+        check: |root| {
+            let Some(t) = table(root, "scale-out-routing")? else {
+                return Ok(missing("scale-out-routing"));
+            };
+            let get = |front: &str, key: &str| t.table.lookup("front", front, key);
+            let (rr, ca) = ("sglang-router round_robin", "sglang-router cache_aware");
+            Ok(
+                match (
+                    get(rr, "ttft_p50_ms"),
+                    get(ca, "ttft_p50_ms"),
+                    get(rr, "prefix_hit_pct"),
+                    get(ca, "prefix_hit_pct"),
+                ) {
+                    (Some(rr_ttft), Some(ca_ttft), Some(rr_hit), Some(ca_hit)) => {
+                        let evidence = format!(
+                            "TTFT P50 {ca_ttft:.0} ms cache_aware against {rr_ttft:.0} ms round_robin; prompt tokens from the prefix cache {ca_hit:.0}% against {rr_hit:.0}%"
+                        );
+                        if ca_ttft < rr_ttft && ca_hit > rr_hit {
+                            Verdict::Holds(evidence)
+                        } else {
+                            Verdict::Falsified(evidence)
+                        }
+                    }
+                    _ => missing("scale-out-routing"),
+                },
+            )
+        },
+    },
+    Claim {
         id: "LP-1",
         chapter: "Latency profiling",
         statement: "At the sweep's lowest request rate at least 99% of this book's server's requests meet the latency objective (open loop)",

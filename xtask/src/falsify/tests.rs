@@ -278,6 +278,19 @@ fn claim_cases() -> Vec<(&'static str, Files, Files)> {
             json!([{"case": "signed by the trusted key", "pass": true}, {"case": "changed blob", "pass": last}]),
         )]
     };
+    let failover = |last: bool| {
+        vec![(
+            "scale-out-failover",
+            json!([{"front": "nginx round-robin", "pass": true}, {"front": "sglang-router round_robin", "pass": last}]),
+        )]
+    };
+    let routing = |ca_ttft: f64, ca_hit: f64| {
+        vec![(
+            "scale-out-routing",
+            json!([{"front": "sglang-router round_robin", "ttft_p50_ms": 4000.0, "prefix_hit_pct": 40.0},
+                   {"front": "sglang-router cache_aware", "ttft_p50_ms": ca_ttft, "prefix_hit_pct": ca_hit}]),
+        )]
+    };
     let rates = |met: f64| {
         vec![(
             "latency-vs-rate",
@@ -394,6 +407,9 @@ fn claim_cases() -> Vec<(&'static str, Files, Files)> {
         ("SV-2", lambda_verify(true), lambda_verify(false)),
         ("LP-1", rates(100.0), rates(95.0)),
         ("MR-1", registry_verify(true), registry_verify(false)),
+        ("SO-1", failover(true), failover(false)),
+        ("SO-2", routing(150.0, 85.0), routing(4500.0, 85.0)),
+        ("SO-2", routing(150.0, 85.0), routing(150.0, 30.0)),
         ("MP-3", tp_speed(45.0), tp_speed(30.0)),
         ("DS-2", distilled(60.0, 1.9), distilled(60.0, 1.7)),
         ("FA-3", flash_speed(1.8, 1.05), flash_speed(1.8, 0.9)),
