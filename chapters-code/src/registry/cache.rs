@@ -11,7 +11,7 @@
 //! immutable set of files.
 
 use super::artifact::{self, Manifest, ModelConfig};
-use super::oci::{Client, Transfer};
+use super::oci::{Client, LocalBlob, Transfer};
 use super::signing::{self, PublicKey, SecretKey, SignedFile, Statement};
 use super::{Digest, Reference, RegistryError};
 use crate::formats::gguf::Gguf;
@@ -132,9 +132,11 @@ pub async fn push(
     let transfer = client
         .push_blob(
             name,
-            path,
-            &layer,
-            layer_bytes,
+            LocalBlob {
+                path,
+                digest: &layer,
+                size: layer_bytes,
+            },
             options.chunk,
             &state,
             options.budget,

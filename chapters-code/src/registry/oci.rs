@@ -38,6 +38,14 @@ pub struct Transfer {
     pub skipped: bool,
 }
 
+/// A file to upload, with its digest and size (computed once by the caller).
+#[derive(Debug, Clone, Copy)]
+pub struct LocalBlob<'a> {
+    pub path: &'a Path,
+    pub digest: &'a Digest,
+    pub size: u64,
+}
+
 /// A client for one registry, e.g. `http://127.0.0.1:5000`.
 #[derive(Clone)]
 pub struct Client {
@@ -171,13 +179,12 @@ impl Client {
     pub async fn push_blob(
         &self,
         name: &str,
-        path: &Path,
-        digest: &Digest,
-        size: u64,
+        blob: LocalBlob<'_>,
         chunk: usize,
         state: &Path,
         budget: Option<u64>,
     ) -> Result<Transfer, RegistryError> {
+        let LocalBlob { path, digest, size } = blob;
         if self.blob_size(name, digest).await? == Some(size) {
             let _ = std::fs::remove_file(state);
             return Ok(Transfer {

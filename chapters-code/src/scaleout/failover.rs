@@ -58,6 +58,10 @@ impl FailoverReport {
         r.served_by.as_deref() == Some(self.killed.as_str())
     }
 
+    fn sent_to_killed_before_kill(&self, r: &Record) -> bool {
+        self.on_killed(r) && r.sent < self.killed_at
+    }
+
     /// Requests the killed replica was serving when it died: sent to it before the kill and
     /// not ended before it.
     pub fn in_flight_at_kill(&self) -> usize {
@@ -71,7 +75,7 @@ impl FailoverReport {
     pub fn lost_beyond_in_flight(&self) -> usize {
         self.records
             .iter()
-            .filter(|r| !r.ok && !(self.on_killed(r) && r.sent < self.killed_at))
+            .filter(|r| !r.ok && !self.sent_to_killed_before_kill(r))
             .count()
     }
 
