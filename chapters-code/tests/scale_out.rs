@@ -8,7 +8,6 @@ use chapters_code::scaleout::nginx::{Balance, Nginx};
 use chapters_code::scaleout::replica::{ReplicaSpec, free_port};
 use chapters_code::scaleout::{nginx, start_replicas};
 use std::path::PathBuf;
-use std::time::Duration;
 
 fn model() -> Option<PathBuf> {
     let path = chapters_code::assets::model_path();
@@ -61,14 +60,7 @@ fn a_replica_killed_under_load_loses_only_its_requests_in_flight() {
     )
     .unwrap();
     let victim = replicas.pop().unwrap();
-    let run = FailoverSpec {
-        clients: 6,
-        max_tokens: 24,
-        kill_at: Duration::from_secs(4),
-        restart_at: Duration::from_secs(7),
-        end_at: Duration::from_secs(14),
-        model: "smollm2".into(),
-    };
+    let run = FailoverSpec::standard("smollm2");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

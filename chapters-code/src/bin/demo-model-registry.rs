@@ -349,18 +349,9 @@ fn artifact_table(pushed: &Pushed) -> Table {
     t
 }
 
-/// Runs one case: `Ok(text)` is what happened (a verified pull or the refusal's kind).
+/// What happened to a pull: `verified`, or the refusal in a few words.
 fn outcome(result: Result<Pulled, RegistryError>) -> String {
-    match result {
-        Ok(_) => "verified".into(),
-        Err(RegistryError::Unsigned { .. }) => "refused: unsigned".into(),
-        Err(RegistryError::UntrustedKey { .. }) => "refused: untrusted key".into(),
-        Err(RegistryError::SignedForOther { field, .. }) => {
-            format!("refused: signed for another {field}")
-        }
-        Err(RegistryError::DigestMismatch { .. }) => "refused: digest mismatch".into(),
-        Err(e) => format!("error: {e}"),
-    }
+    result.map_or_else(|e| e.refusal(), |_| "verified".into())
 }
 
 /// A pull of `name:tag` into a new, empty cache; what happened, as [`outcome`] words it.

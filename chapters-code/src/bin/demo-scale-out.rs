@@ -452,14 +452,7 @@ async fn failovers(tools: &Tools, spec: &ReplicaSpec, kinds: &[FrontKind]) -> Re
             Column::new("pass", "Pass"),
         ],
     );
-    let run = FailoverSpec {
-        clients: 6,
-        max_tokens: 24,
-        kill_at: Duration::from_secs(4),
-        restart_at: Duration::from_secs(7),
-        end_at: Duration::from_secs(14),
-        model: MODEL_ID.into(),
-    };
+    let run = FailoverSpec::standard(MODEL_ID);
     for &kind in kinds {
         let mut replicas = start_replicas(spec, 3).map_err(anyhow::Error::msg)?;
         let front = start_front(tools, kind, &replicas)?;

@@ -84,6 +84,21 @@ pub enum RegistryError {
 }
 
 impl RegistryError {
+    /// A pull's refusal in a few words, e.g. `refused: unsigned` (the demo's verification table
+    /// and the tests compare these).
+    pub fn refusal(&self) -> String {
+        match self {
+            RegistryError::Unsigned { .. } => "refused: unsigned".into(),
+            RegistryError::UntrustedKey { .. } => "refused: untrusted key".into(),
+            RegistryError::BadSignature { .. } => "refused: bad signature".into(),
+            RegistryError::SignedForOther { field, .. } => {
+                format!("refused: signed for another {field}")
+            }
+            RegistryError::DigestMismatch { .. } => "refused: digest mismatch".into(),
+            e => format!("error: {e}"),
+        }
+    }
+
     pub(crate) fn io(path: &std::path::Path, e: impl std::fmt::Display) -> RegistryError {
         RegistryError::Io {
             path: path.display().to_string(),

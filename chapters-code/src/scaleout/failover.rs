@@ -25,6 +25,21 @@ pub struct FailoverSpec {
     pub model: String,
 }
 
+impl FailoverSpec {
+    /// The run the chapter, its demo and its test make: six clients streaming 24-token answers
+    /// for 14 s; the kill at 4 s, the restart at 7 s.
+    pub fn standard(model: &str) -> FailoverSpec {
+        FailoverSpec {
+            clients: 6,
+            max_tokens: 24,
+            kill_at: Duration::from_secs(4),
+            restart_at: Duration::from_secs(7),
+            end_at: Duration::from_secs(14),
+            model: model.into(),
+        }
+    }
+}
+
 /// One request as a client saw it.
 #[derive(Debug, Clone)]
 pub struct Record {
