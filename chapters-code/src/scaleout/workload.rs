@@ -42,7 +42,8 @@ const QUESTIONS: [&str; 8] = [
 ];
 
 /// System prompt `i`: a company's assistant instructions, `sentences` sentences long. Prompts
-/// of different `i` differ from their first tokens, so they share no prefix-cache block.
+/// of different `i` part after about a dozen tokens (the company's name), inside the first
+/// 16-token block of the chat, so they share no prefix-cache block.
 pub fn system_prompt(i: usize, sentences: usize) -> String {
     let mut text = format!(
         "You are the customer assistant of Company {} (desk {i}).",
@@ -108,7 +109,7 @@ mod tests {
     fn prompts_differ_from_the_start_and_requests_repeat_with_the_seed() {
         let a = system_prompt(0, 30);
         let b = system_prompt(1, 30);
-        assert_ne!(a[..40], b[..40]);
+        assert_ne!(a[..48], b[..48]);
         assert!(a.len() > 1500, "{}", a.len());
         let w = Workload {
             prefixes: 4,
