@@ -102,7 +102,7 @@ fn the_deployment_matches_the_server_it_runs() {
     )
     .unwrap();
     let grace = number_after(&deployment, "terminationGracePeriodSeconds");
-    let drain = number_after(&deployment, "--drain-s");
+    let drain = number_after(&deployment, "- --drain-s=");
     let pre_stop = number_after(&deployment, "sleep:");
     assert!(
         grace > drain + pre_stop,
