@@ -111,12 +111,6 @@ impl Replica {
         self.kill();
         self.spawn()
     }
-
-    pub fn is_running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
-    }
 }
 
 /// Polls `GET <base>/health` until it answers 200.
