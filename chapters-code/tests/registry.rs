@@ -66,6 +66,31 @@ fn fixture(tag: &str) -> Option<Fixture> {
     })
 }
 
+impl Fixture {
+    fn push(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        publisher: &Cache,
+        r: &Reference,
+        path: &Path,
+        key: Option<&SecretKey>,
+        options: Options,
+    ) -> Result<cache::Pushed, RegistryError> {
+        rt.block_on(cache::push(&self.client, publisher, r, path, key, options))
+    }
+
+    fn pull(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        cache: &Cache,
+        r: &Reference,
+        trusted: &[PublicKey],
+        options: Options,
+    ) -> Result<cache::Pulled, RegistryError> {
+        rt.block_on(cache::pull(&self.client, cache, r, trusted, options))
+    }
+}
+
 impl Drop for Fixture {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
@@ -103,28 +128,15 @@ fn a_signed_model_round_trips_through_the_registry() {
     for (i, rows) in [1usize, 7, 3000, 9000].into_iter().enumerate() {
         let path = model_file(&f.dir, &format!("m{i}.gguf"), i as u64, rows);
         let r = Reference::parse(&format!("prodml/tiny-{i}:v1")).unwrap();
-        let pushed = rt
-            .block_on(cache::push(
-                &f.client,
-                &publisher,
-                &r,
-                &path,
-                Some(&key),
-                small_chunks(),
-            ))
+        let pushed = f
+            .push(&rt, &publisher, &r, &path, Some(&key), small_chunks())
             .unwrap();
         let size = std::fs::metadata(&path).unwrap().len();
         assert_eq!(pushed.transfer.sent, size);
         assert_eq!(pushed.transfer.requests, size.div_ceil(64 << 10));
         let cache = Cache::new(f.dir.join(format!("cache-{i}")));
-        let pulled = rt
-            .block_on(cache::pull(
-                &f.client,
-                &cache,
-                &r,
-                &[key.public()],
-                Options::default(),
-            ))
+        let pulled = f
+            .pull(&rt, &cache, &r, &[key.public()], Options::default())
             .unwrap();
         assert_eq!(
             std::fs::read(&pulled.path).unwrap(),
@@ -144,46 +156,20 @@ fn a_signed_model_round_trips_through_the_registry() {
         // The same manifest under a second tag, signed for it too: both tags verify (the
         // signature artifact keeps one envelope per tag).
         let latest = Reference::parse(&format!("prodml/tiny-{i}:latest")).unwrap();
-        rt.block_on(cache::push(
-            &f.client,
-            &publisher,
-            &latest,
-            &path,
-            Some(&key),
-            small_chunks(),
-        ))
-        .unwrap();
+        f.push(&rt, &publisher, &latest, &path, Some(&key), small_chunks())
+            .unwrap();
         for r in [&r, &latest] {
             let cache = Cache::new(f.dir.join(format!("cache-{i}-{}", r.tag)));
-            rt.block_on(cache::pull(
-                &f.client,
-                &cache,
-                r,
-                &[key.public()],
-                Options::default(),
-            ))
-            .unwrap();
+            f.pull(&rt, &cache, r, &[key.public()], Options::default())
+                .unwrap();
         }
         // A second push sends nothing; a second pull downloads nothing.
-        let again = rt
-            .block_on(cache::push(
-                &f.client,
-                &publisher,
-                &r,
-                &path,
-                Some(&key),
-                small_chunks(),
-            ))
+        let again = f
+            .push(&rt, &publisher, &r, &path, Some(&key), small_chunks())
             .unwrap();
         assert!(again.transfer.skipped);
-        let again = rt
-            .block_on(cache::pull(
-                &f.client,
-                &cache,
-                &r,
-                &[key.public()],
-                Options::default(),
-            ))
+        let again = f
+            .pull(&rt, &cache, &r, &[key.public()], Options::default())
             .unwrap();
         assert!(again.transfer.skipped);
     }
@@ -202,29 +188,15 @@ fn uploads_and_downloads_resume_where_they_stopped() {
         chunk: 64 << 10,
         budget: Some(3 * (64 << 10)),
     };
-    let err = rt
-        .block_on(cache::push(
-            &f.client,
-            &publisher,
-            &r,
-            &path,
-            Some(&key),
-            cut,
-        ))
+    let err = f
+        .push(&rt, &publisher, &r, &path, Some(&key), cut)
         .unwrap_err();
     assert!(
         matches!(err, RegistryError::Interrupted { done, .. } if done == 3 * (64 << 10)),
         "{err}"
     );
-    let pushed = rt
-        .block_on(cache::push(
-            &f.client,
-            &publisher,
-            &r,
-            &path,
-            Some(&key),
-            small_chunks(),
-        ))
+    let pushed = f
+        .push(&rt, &publisher, &r, &path, Some(&key), small_chunks())
         .unwrap();
     assert_eq!(pushed.transfer.resumed_from, 3 * (64 << 10));
     assert_eq!(pushed.transfer.sent, size - 3 * (64 << 10));
@@ -234,22 +206,14 @@ fn uploads_and_downloads_resume_where_they_stopped() {
         chunk: 64 << 10,
         budget: Some(100_000),
     };
-    let err = rt
-        .block_on(cache::pull(&f.client, &cache, &r, &[key.public()], cut))
-        .unwrap_err();
+    let err = f.pull(&rt, &cache, &r, &[key.public()], cut).unwrap_err();
     assert!(matches!(err, RegistryError::Interrupted { .. }), "{err}");
     let blob = cache.blob(&r.name, &pushed.layer);
     let partial = std::fs::metadata(incomplete_path(&blob)).unwrap().len();
     assert!(partial >= 100_000 && partial < size, "{partial}");
     assert_nothing_cached(&cache, &r);
-    let pulled = rt
-        .block_on(cache::pull(
-            &f.client,
-            &cache,
-            &r,
-            &[key.public()],
-            Options::default(),
-        ))
+    let pulled = f
+        .pull(&rt, &cache, &r, &[key.public()], Options::default())
         .unwrap();
     assert_eq!(pulled.transfer.resumed_from, partial);
     assert_eq!(pulled.transfer.sent, size - partial);
@@ -269,15 +233,8 @@ fn every_tamper_case_is_refused() {
     let publisher = Cache::new(f.dir.join("publisher"));
     let push = |r: &str, path: &Path, key: Option<&SecretKey>| {
         let r = Reference::parse(r).unwrap();
-        rt.block_on(cache::push(
-            &f.client,
-            &publisher,
-            &r,
-            path,
-            key,
-            small_chunks(),
-        ))
-        .unwrap()
+        f.push(&rt, &publisher, &r, path, key, small_chunks())
+            .unwrap()
     };
     // Every pull into a new, empty cache.
     let pulls = std::cell::Cell::new(0);
@@ -288,13 +245,7 @@ fn every_tamper_case_is_refused() {
     let pull = |r: &str, trusted: &[PublicKey]| {
         let r = Reference::parse(r).unwrap();
         let cache = fresh_cache();
-        let result = rt.block_on(cache::pull(
-            &f.client,
-            &cache,
-            &r,
-            trusted,
-            Options::default(),
-        ));
+        let result = f.pull(&rt, &cache, &r, trusted, Options::default());
         if result.is_err() {
             assert_nothing_cached(&cache, &r);
         }
@@ -383,21 +334,14 @@ fn clear_errors_for_a_missing_registry_tag_or_file() {
     let Some(f) = fixture("errors") else { return };
     let cache = Cache::new(f.dir.join("cache"));
     let r = Reference::parse("prodml/none:v1").unwrap();
-    let e = rt
-        .block_on(cache::pull(&f.client, &cache, &r, &[], Options::default()))
+    let e = f
+        .pull(&rt, &cache, &r, &[], Options::default())
         .unwrap_err();
     assert!(matches!(e, RegistryError::NotFound(..)), "{e}");
     let not_gguf = f.dir.join("x.gguf");
     std::fs::write(&not_gguf, b"not a model").unwrap();
-    let e = rt
-        .block_on(cache::push(
-            &f.client,
-            &cache,
-            &r,
-            &not_gguf,
-            None,
-            Options::default(),
-        ))
+    let e = f
+        .push(&rt, &cache, &r, &not_gguf, None, Options::default())
         .unwrap_err();
     assert!(matches!(e, RegistryError::NotGguf { .. }), "{e}");
 }
