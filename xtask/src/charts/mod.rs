@@ -38,6 +38,7 @@ mod parallel;
 mod parity;
 mod pruning;
 mod quantization;
+mod scaling;
 mod serving;
 mod speculative;
 
@@ -114,6 +115,12 @@ const CHARTS: &[Spec] = &[
         needs: &["latency-vs-rate"],
         optional: &[],
         draw: serving::latency_vs_rate,
+    },
+    Spec {
+        file: "scale-out-routing.svg",
+        needs: &["scale-out-routing"],
+        optional: &[],
+        draw: scaling::routing,
     },
     Spec {
         file: "attention-by-context.svg",
