@@ -247,3 +247,88 @@ fn parity_bar(root: &Path, prefix: &str) -> Result<Outcome> {
         },
     )
 }
+
+/// One criterion as the appendix defines it: what the course says, how it is read strictly and
+/// where it is scored from. Written from [`super::thresholds`], so the appendix's definitions
+/// (injected from `benchmarks/scorecard-criteria.json`) never restate a number by hand.
+pub struct Definition {
+    pub course_says: String,
+    pub strictly: String,
+    pub scored_from: &'static str,
+}
+
+/// The definitions, in the order of [`CRITERIA`].
+pub fn definitions() -> Vec<Definition> {
+    let w = |template: &str, value: f64| written(template, value);
+    let d = |course_says: String, strictly: String, scored_from| Definition {
+        course_says,
+        strictly,
+        scored_from,
+    };
+    vec![
+        d(
+            w("≥ {} tok/s", COURSE_DECODE_TOK_S),
+            format!(
+                "**one stream** decodes {}: the engine alone, one request, the best thread count of the default pool. Not the aggregate of many streams, which grows with the number of clients and says nothing about the latency a user sees",
+                w("≥ {} tokens/s", COURSE_DECODE_TOK_S)
+            ),
+            "`engine-speed`",
+        ),
+        d(
+            w("P99 ≤ {} ms", COURSE_P99_ITL_MS),
+            format!(
+                "the 99th percentile of the **time between two tokens of one stream**, through the HTTP server with one client: {}. Not the P99 of one kernel, nor of a step at batch size 1 outside the server",
+                w("≤ {} ms", COURSE_P99_ITL_MS)
+            ),
+            "`throughput-levels` (1 client)",
+        ),
+        d(
+            w("≥ {}× compression", COURSE_COMPRESSION_X),
+            format!(
+                "a quantized model file {} smaller than the **F16** file (not the F32 one, which doubles every ratio), of a format whose perplexity is {} than the source file's: a compression that breaks the model does not count",
+                w("≥ {}×", COURSE_COMPRESSION_X),
+                w("at most {}% worse", COURSE_COMPRESSION_DPPL_PCT)
+            ),
+            "`quantization-formats`",
+        ),
+        d(
+            w("≤ {} ms WASM", COURSE_WASM_MS),
+            format!(
+                "the model in WebAssembly in a browser, {}: each **generated** token, decoding in headless Chromium on one thread. Not the module's compile-and-instantiate time, which is paid once",
+                w("≤ {} ms per token", COURSE_WASM_MS)
+            ),
+            "`wasm-speed` (Chromium, decode)",
+        ),
+        d(
+            w("≤ {} ms Lambda cold start", COURSE_COLD_START_MS),
+            format!(
+                "the serverless handler from a cold process to its first answer: {}, at **P99** of the cold starts, through an emulator of the Lambda Runtime API (the platform's own sandbox start cannot be measured here)",
+                w("≤ {} ms", COURSE_COLD_START_MS)
+            ),
+            "`lambda-cold-start`",
+        ),
+        d(
+            "OpenAI compatible".into(),
+            "every check of the server's conformance suite passes (request shapes, answers, streaming, errors)".into(),
+            "`api-conformance`",
+        ),
+        d(
+            "deterministic outputs".into(),
+            "the same logits **bit for bit** alone, batched, chunked, through the prefix cache and at any thread count — not merely the same greedy text".into(),
+            "`parity-bars` (batch invariance)",
+        ),
+        d(
+            "deterministic outputs".into(),
+            "the same logits bit for bit on every SIMD path the CPU runs".into(),
+            "`parity-bars` (SIMD)",
+        ),
+        d(
+            w("≥ {}% coverage", COURSE_COVERAGE_PCT),
+            format!(
+                "line coverage of the whole workspace by `cargo test`, measured with `cargo llvm-cov`: {}",
+                w("≥ {}%", COURSE_COVERAGE_PCT)
+            ),
+            "`coverage`",
+        ),
+    ]
+}

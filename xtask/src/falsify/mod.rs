@@ -159,7 +159,7 @@ pub fn run(root: &Path) -> Result<Summary> {
     let (course_table, points, stale_course) = score_course(root, &mut cache);
     let mut provenance = Provenance::current();
     provenance.command = "cargo xtask falsify".into();
-    for table in [claims_table, course_table] {
+    for table in [claims_table, course_table, course_definitions()] {
         BenchFile {
             table,
             provenance: provenance.clone(),
@@ -225,6 +225,32 @@ fn score_claims(root: &Path, cache: &mut FreshnessCache) -> (Table, usize, usize
         t.notes.push(format!("Oldest measurement used: {o}."));
     }
     (t, holds, falsified, stale)
+}
+
+/// The course's criteria as the appendix defines them (`scorecard-criteria`), written from the
+/// thresholds rather than typed into the chapter.
+fn course_definitions() -> Table {
+    let mut t = Table::new(
+        "scorecard-criteria",
+        "The course's scorecard, read strictly",
+        vec![
+            Column::new("section", "Section"),
+            Column::new("points", "Points"),
+            Column::new("course_says", "The course says"),
+            Column::new("strictly", "Read strictly as"),
+            Column::new("scored_from", "Scored from"),
+        ],
+    );
+    for (c, d) in CRITERIA.iter().zip(course::definitions()) {
+        t.push(vec![
+            json!(c.section),
+            json!(c.points),
+            json!(d.course_says),
+            json!(d.strictly),
+            json!(d.scored_from),
+        ]);
+    }
+    t
 }
 
 fn score_course(root: &Path, cache: &mut FreshnessCache) -> (Table, u32, usize) {

@@ -653,6 +653,31 @@ fn a_scoring_run_totals_the_points_and_names_each_source() {
 }
 
 #[test]
+fn every_criterion_has_its_definition_and_each_definition_states_its_threshold() {
+    let defs = super::course::definitions();
+    assert_eq!(defs.len(), CRITERIA.len());
+    let all: String = defs
+        .iter()
+        .map(|d| format!("{} {} {}", d.course_says, d.strictly, d.scored_from))
+        .collect();
+    for (value, template) in &COURSE_PROSE[..COURSE_PROSE.len() - 1] {
+        let text = written(template, *value);
+        assert!(all.contains(&text), "no definition says `{text}`");
+    }
+    for (c, d) in CRITERIA.iter().zip(&defs) {
+        for t in c.tables {
+            assert!(
+                d.scored_from.contains(t),
+                "{}: {} not in {}",
+                c.target,
+                t,
+                d.scored_from
+            );
+        }
+    }
+}
+
+#[test]
 fn thresholds_and_the_prose_that_states_them_agree() {
     for (id, value, template) in CLAIM_PROSE {
         let text = written(template, *value);
