@@ -31,6 +31,8 @@
 pub mod assets;
 pub mod attention;
 #[cfg(feature = "native")]
+pub mod child;
+#[cfg(feature = "native")]
 pub mod demo;
 #[cfg(feature = "native")]
 pub mod distill;

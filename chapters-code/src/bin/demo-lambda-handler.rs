@@ -193,18 +193,18 @@ impl Emulator {
             .stderr(Stdio::null())
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
-        let emulator = Emulator {
+        let mut emulator = Emulator {
             child,
             port,
             binary: binary.to_path_buf(),
         };
-        let until = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if Instant::now() > until {
-                bail!("cargo-lambda's emulator did not listen on port {port} within 30 s");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        chapters_code::child::wait_ready(
+            &mut emulator.child,
+            &format!("cargo-lambda's emulator (port {port})"),
+            Duration::from_secs(30),
+            || chapters_code::child::listening(port),
+        )
+        .map_err(anyhow::Error::msg)?;
         Ok(emulator)
     }
 

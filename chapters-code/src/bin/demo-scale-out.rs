@@ -190,13 +190,16 @@ fn demo() -> Result<()> {
         .clone()
         .or_else(nginx::find_binary)
         .context("no nginx: install it (`apt install nginx-light`) or pass --nginx PATH")?;
-    if let Some(p) = &cli.sglang_python {
-        // SAFETY: set before any thread is started.
-        unsafe { std::env::set_var("PRODML_SGLANG_PYTHON", p) };
+    let python = router::find_python(cli.sglang_python.as_deref());
+    if let (Some(p), None) = (&cli.sglang_python, &python) {
+        bail!(
+            "{} cannot import sglang_router: pip install sglang-router into it",
+            p.display()
+        );
     }
     let tools = Tools {
         nginx,
-        python: router::find_python(),
+        python,
         dir: std::env::temp_dir().join(format!("prodml-scale-out-{}", std::process::id())),
     };
     std::fs::create_dir_all(&tools.dir)?;
@@ -319,7 +322,9 @@ fn workload(cli: &Cli, requests: usize) -> Workload {
 fn metric_sum(replicas: &[Replica], name: &str) -> f64 {
     replicas
         .iter()
-        .filter_map(|r| replica::get(&format!("127.0.0.1:{}", r.port), "/metrics"))
+        .filter_map(|r| {
+            chapters_code::child::http_get(&format!("127.0.0.1:{}", r.port), "/metrics")
+        })
         .flat_map(|(_, text)| {
             text.lines()
                 .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))

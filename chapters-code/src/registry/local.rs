@@ -6,7 +6,7 @@
 use super::{Digest, RegistryError};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A registry process; killed when dropped.
 pub struct LocalRegistry {
@@ -64,21 +64,21 @@ impl LocalRegistry {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| RegistryError::io(binary, e))?;
-        let registry = LocalRegistry {
+        let mut registry = LocalRegistry {
             child,
             base: format!("http://127.0.0.1:{port}"),
             storage,
         };
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if started.elapsed() > Duration::from_secs(20) {
-                return Err(RegistryError::Transport {
-                    what: format!("starting {}", binary.display()),
-                    message: "the registry did not listen within 20 s".into(),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        crate::child::wait_ready(
+            &mut registry.child,
+            &format!("the registry server ({})", binary.display()),
+            Duration::from_secs(20),
+            || crate::child::listening(port),
+        )
+        .map_err(|message| RegistryError::Transport {
+            what: format!("starting {}", binary.display()),
+            message,
+        })?;
         Ok(registry)
     }
 

@@ -160,17 +160,15 @@ impl Nginx {
             port,
             dir: dir.to_path_buf(),
         };
-        let started = std::time::Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = nginx.child.try_wait() {
-                let log = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
-                return Err(format!("nginx exited ({status}): {log}"));
-            }
-            if started.elapsed() > Duration::from_secs(10) {
-                return Err("nginx did not listen within 10 s".into());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        crate::child::wait_ready(&mut nginx.child, "nginx", Duration::from_secs(10), || {
+            crate::child::listening(port)
+        })
+        .map_err(|e| {
+            format!(
+                "{e}: {}",
+                crate::child::log_tail(&dir.join("error.log"), 800)
+            )
+        })?;
         Ok(nginx)
     }
 

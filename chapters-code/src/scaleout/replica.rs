@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How to start one replica.
 #[derive(Debug, Clone)]
@@ -86,11 +86,18 @@ impl Replica {
             .args(["--drain-s", &s.drain_s.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        let child = cmd
+        let mut child = cmd
             .spawn()
             .map_err(|e| format!("starting {}: {e}", s.binary.display()))?;
+        let authority = format!("127.0.0.1:{}", self.port);
+        let ready = crate::child::wait_ready(
+            &mut child,
+            &format!("the replica on port {}", self.port),
+            Duration::from_secs(60),
+            || health_ok(&authority),
+        );
         self.child = Some(child);
-        wait_healthy(&self.url(), Duration::from_secs(60))
+        ready
     }
 
     /// `http://127.0.0.1:<port>`.
@@ -113,42 +120,9 @@ impl Replica {
     }
 }
 
-/// Polls `GET <base>/health` until it answers 200.
-pub fn wait_healthy(base: &str, limit: Duration) -> Result<(), String> {
-    let authority = base.trim_start_matches("http://");
-    let started = Instant::now();
-    loop {
-        if health_ok(authority) {
-            return Ok(());
-        }
-        if started.elapsed() > limit {
-            return Err(format!("{base}/health did not answer 200 within {limit:?}"));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// One blocking `GET /health` answered 200.
+/// `GET /health` answered 200.
 fn health_ok(authority: &str) -> bool {
-    get(authority, "/health").is_some_and(|(status, _)| status == 200)
-}
-
-/// One blocking `GET` over a plain socket (no async runtime needed): status and body.
-pub fn get(authority: &str, path: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(authority).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
-    s.write_all(request.as_bytes()).ok()?;
-    let mut response = Vec::new();
-    s.read_to_end(&mut response).ok()?;
-    let text = String::from_utf8_lossy(&response);
-    let status = text.split(' ').nth(1)?.parse().ok()?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
-    Some((status, body))
+    crate::child::http_get(authority, "/health").is_some_and(|(status, _)| status == 200)
 }
 
 /// `demo-serving-api` next to the running executable (the demos and tests are built together).

@@ -7,7 +7,7 @@
 use super::replica;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The router's policies we measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,10 +33,13 @@ impl Policy {
     }
 }
 
-/// A Python that can import `sglang_router`: $PRODML_SGLANG_PYTHON, else `python3`.
-pub fn find_python() -> Option<PathBuf> {
-    let python: PathBuf =
-        std::env::var_os("PRODML_SGLANG_PYTHON").map_or_else(|| "python3".into(), PathBuf::from);
+/// A Python that can import `sglang_router`: `given`, else $PRODML_SGLANG_PYTHON, else
+/// `python3`; `None` if that one cannot.
+pub fn find_python(given: Option<&Path>) -> Option<PathBuf> {
+    let python: PathBuf = given
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::var_os("PRODML_SGLANG_PYTHON").map(PathBuf::from))
+        .unwrap_or_else(|| "python3".into());
     Command::new(&python)
         .args(["-c", "import sglang_router"])
         .stdout(Stdio::null())
@@ -92,32 +95,21 @@ impl Router {
             .map_err(|e| format!("starting {} -m sglang_router: {e}", python.display()))?;
         let mut router = Router { child, port };
         let authority = format!("127.0.0.1:{port}");
-        let started = Instant::now();
-        loop {
-            if let Ok(Some(status)) = router.child.try_wait() {
-                let text = std::fs::read_to_string(log).unwrap_or_default();
-                let tail: String = text
-                    .chars()
-                    .rev()
-                    .take(800)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .collect();
-                return Err(format!("sglang-router exited ({status}): {tail}"));
-            }
-            let ready = replica::get(&authority, "/workers").is_some_and(|(status, body)| {
+        let ready = || {
+            let get = |path| crate::child::http_get(&authority, path);
+            get("/workers").is_some_and(|(status, body)| {
                 status == 200 && workers.iter().all(|w| body.contains(w.as_str()))
-            }) && replica::get(&authority, "/v1/models")
-                .is_some_and(|(status, body)| status == 200 && body.contains(model_id));
-            if ready {
-                return Ok(router);
-            }
-            if started.elapsed() > Duration::from_secs(60) {
-                return Err("sglang-router did not register its workers within 60 s".into());
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
+            }) && get("/v1/models")
+                .is_some_and(|(status, body)| status == 200 && body.contains(model_id))
+        };
+        crate::child::wait_ready(
+            &mut router.child,
+            "sglang-router (registering its workers)",
+            Duration::from_secs(60),
+            ready,
+        )
+        .map_err(|e| format!("{e}: {}", crate::child::log_tail(log, 800)))?;
+        Ok(router)
     }
 
     pub fn url(&self) -> String {
@@ -127,7 +119,7 @@ impl Router {
     /// Whether the router counts the worker at `url` healthy now (`GET /workers`), if it
     /// lists it.
     pub fn worker_healthy(&self, url: &str) -> Option<bool> {
-        let (_, body) = replica::get(&format!("127.0.0.1:{}", self.port), "/workers")?;
+        let (_, body) = crate::child::http_get(&format!("127.0.0.1:{}", self.port), "/workers")?;
         let start = body.find('{')?;
         let end = body.rfind('}')?;
         let json: serde_json::Value = serde_json::from_str(&body[start..=end]).ok()?;
