@@ -226,14 +226,7 @@ pub fn triad_sizes(inputs: &Inputs) -> Result<String> {
             mesh!(chart, "working set of the three arrays", "GB/s")
                 .disable_x_mesh()
                 .x_labels(n)
-                .x_label_formatter(&|x| {
-                    let i = x.round();
-                    if (x - i).abs() < 1e-6 && i >= 0.0 {
-                        names.get(i as usize).cloned().unwrap_or_default()
-                    } else {
-                        String::new()
-                    }
-                })
+                .x_label_formatter(&|x| category_label(&names, *x))
                 .draw()?;
             let colors = [GREEN, TEAL, PURPLE, ORANGE];
             for (i, (_, rate)) in bars.iter().enumerate() {

@@ -25,6 +25,17 @@ pub(crate) const PREFILL: [RGBColor; 3] = [
     RGBColor(0xfd, 0xe6, 0x8a),
 ];
 
+/// The label of a bar chart's category axis at `x`: the name of bar `x` when `x` is a whole
+/// index, else nothing (plotters asks for labels between the bars too).
+pub(crate) fn category_label(names: &[String], x: f64) -> String {
+    let i = x.round();
+    if (x - i).abs() < 1e-6 && i >= 0.0 {
+        names.get(i as usize).cloned().unwrap_or_default()
+    } else {
+        String::new()
+    }
+}
+
 /// One chart: its file under `images/charts/` and the SVG its results draw.
 pub struct Chart {
     pub path: PathBuf,

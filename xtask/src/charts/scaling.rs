@@ -37,14 +37,7 @@ pub fn routing(inputs: &Inputs) -> Result<String> {
             )
             .disable_x_mesh()
             .x_labels(n)
-            .x_label_formatter(&|x| {
-                let i = x.round();
-                if (x - i).abs() < 1e-6 && i >= 0.0 {
-                    names.get(i as usize).cloned().unwrap_or_default()
-                } else {
-                    String::new()
-                }
-            })
+            .x_label_formatter(&|x| category_label(&names, *x))
             .draw()?;
             for (i, (_, p50, p99, hit)) in fronts.iter().enumerate() {
                 let x = i as f64;
