@@ -107,7 +107,10 @@ fn demo() -> Result<()> {
     let runtime = chapters_code::serve::runtime()?;
     match &cli.command {
         Some(Command::Keygen { out }) => {
-            let public = out.with_extension("pub");
+            // OUT.pub, appended: `--out key.pub` must not give the public key the secret's name.
+            let mut public = out.clone().into_os_string();
+            public.push(".pub");
+            let public = PathBuf::from(public);
             if out.exists() || public.exists() {
                 bail!(
                     "{} or {} exists: refusing to overwrite a key (move it away first)",
