@@ -105,7 +105,124 @@ fn q4_1_matvec(c: &mut Criterion) {
             })
         },
     );
+    // The engine's path: the tile this CPU has, over panels of 32 rows (one call each).
+    if let Some(tile) = kernels::q4_1_q8_1_tile(kernels::simd()) {
+        let path = kernels::tile_path(kernels::simd()).name();
+        group.bench_function(
+            format!("{path} tile, 32-row panels (the engine's path)"),
+            |b| {
+                b.iter(|| {
+                    for (o, panel) in out.chunks_exact_mut(32).zip(w.chunks_exact(32 * per)) {
+                        (tile.panel)(panel, per, &a, o, true);
+                    }
+                    black_box(&out);
+                })
+            },
+        );
+    }
     group.finish();
+}
+
+// ANCHOR: q8_0_stream
+/// Rows of the streamed matrix: four times the course model's output head (49152 × 576, Q8_0),
+/// 120 MB, so that no cache holds it and every pass reads it from memory.
+const STREAM_ROWS: usize = 4 * 49152;
+
+/// A Q8_0 matrix × one token, streamed from memory, one thread: a tile call per four rows with
+/// the weights prefetched into L1 (the engine before), the same over 32-row panels, and panels
+/// prefetching into L2 (the engine now). Same bits on every row (tested in `kernels::tile`).
+#[cfg(target_arch = "x86_64")]
+fn q8_0_stream(c: &mut Criterion) {
+    use chapters_code::hw::SimdLevel;
+    use chapters_code::quant::{BlockQ8_0, f32_to_f16};
+    use kernels::avx2::{ToL1, ToL2};
+    use kernels::{TilePath, tile, tile_path};
+    let path = tile_path(kernels::simd());
+    if path == TilePath::None || !SimdLevel::Avx2.is_supported() {
+        eprintln!("q8_0_stream: SKIPPED (no tile path on this CPU)");
+        return;
+    }
+    let per = COLS / 32;
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut byte = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state as i8
+    };
+    let w: Vec<BlockQ8_0> = (0..STREAM_ROWS * per)
+        .map(|i| BlockQ8_0 {
+            d: f32_to_f16(0.001 * (1 + i % 13) as f32),
+            qs: std::array::from_fn(|_| byte()),
+        })
+        .collect();
+    let a: Vec<BlockQ8_0> = (0..per)
+        .map(|i| BlockQ8_0 {
+            d: f32_to_f16(0.01 * (1 + i % 5) as f32),
+            qs: std::array::from_fn(|_| byte().max(-127)),
+        })
+        .collect();
+    let mut out = vec![0.0f32; STREAM_ROWS];
+    let mut group = c.benchmark_group("q8_0_stream");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3))
+        .throughput(Throughput::Bytes((w.len() * 34) as u64));
+    let vnni = path == TilePath::Vnni;
+    // SAFETY (every call below): `path` says which of the AVX2 and VNNI tiles this CPU runs.
+    group.bench_function(
+        format!(
+            "{} tile, a call per 4 rows, prefetch into L1 2 KiB ahead",
+            path.name()
+        ),
+        |b| {
+            b.iter(|| {
+                for (o, r) in out.chunks_exact_mut(4).zip(w.chunks_exact(4 * per)) {
+                    let four = [0, 1, 2, 3].map(|i| &r[i * per..(i + 1) * per]);
+                    let [v] = unsafe {
+                        if vnni {
+                            tile::q8_0_q8_0_vnni::<1, ToL1>(four, &a)
+                        } else {
+                            tile::q8_0_q8_0_avx2::<1, ToL1>(four, &a)
+                        }
+                    };
+                    o.copy_from_slice(&v);
+                }
+                black_box(&out);
+            })
+        },
+    );
+    macro_rules! panels {
+        ($prefetch:ty, $what:literal) => {
+            group.bench_function(
+                format!("{} tile, 32-row panels, {}", path.name(), $what),
+                |b| {
+                    b.iter(|| {
+                        for (o, panel) in out.chunks_exact_mut(32).zip(w.chunks_exact(32 * per)) {
+                            unsafe {
+                                if vnni {
+                                    tile::q8_0_q8_0_vnni_panel::<1, $prefetch>(panel, per, &a, o)
+                                } else {
+                                    tile::q8_0_q8_0_avx2_panel::<1, $prefetch>(panel, per, &a, o)
+                                }
+                            }
+                        }
+                        black_box(&out);
+                    })
+                },
+            );
+        };
+    }
+    panels!(ToL1, "prefetch into L1 2 KiB ahead");
+    panels!(ToL2, "prefetch into L2 8 KiB ahead (the engine's)");
+    group.finish();
+}
+// ANCHOR_END: q8_0_stream
+
+#[cfg(not(target_arch = "x86_64"))]
+fn q8_0_stream(_: &mut Criterion) {
+    eprintln!("q8_0_stream: SKIPPED (x86_64 only)");
 }
 
 /// The feed-forward down projection: 576 rows of 1536 weights, the one matrix of the course
@@ -318,6 +435,7 @@ criterion_group!(
     benches,
     q4_1_matvec,
     q4_1_batch,
+    q8_0_stream,
     k_quant_matvec,
     nf4_matvec,
     f32_matvec_vs_trueno

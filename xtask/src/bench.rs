@@ -184,6 +184,18 @@ pub const CRITERION: &[CriterionJob] = &[
     },
     CriterionJob {
         bench: "kernels",
+        group: "q8_0_stream",
+        table: "kernels-q8_0-stream",
+        title: "Q8_0 matrix × one token, 196608 × 576 (120 MB, read from memory), one thread",
+        what: "Kernel",
+        rate_unit: "GB/s of weights",
+        scale: 1e-9,
+        notes: &[
+            "Speedup is measured against the first row in the same run. The matrix is four times the course model's output head, larger than every cache, so each pass reads it from memory; same bits on every row (tested).",
+        ],
+    },
+    CriterionJob {
+        bench: "kernels",
         group: "q4_k_matvec",
         table: "kernels-q4k-matvec",
         title: "Q4_K matrix × vector, 576 × 1536, one thread",

@@ -108,6 +108,10 @@ struct Cli {
     #[arg(long, default_value_t = 4096)]
     digest_max_prompt: usize,
 
+    /// With --benchmark: tokens of the prompt that is prefilled (llama-bench's pp512 is 512).
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    prompt_tokens: u64,
+
     /// Tokens of each llama.cpp run fed to the model for --parity-digest and the SIMD check.
     #[arg(long, default_value_t = 128)]
     digest_tokens: usize,
@@ -632,17 +636,18 @@ fn benchmark(
     gguf: &chapters_code::formats::Gguf,
     threads: usize,
 ) -> Result<()> {
-    const PROMPT_TOKENS: usize = 128;
+    let prompt_tokens = cli.prompt_tokens as usize;
     const DECODE_TOKENS: usize = 128;
     const REPEATS: usize = 5;
-    // A fixed English paragraph, repeated: a realistic token mix for pp128.
+    // A fixed English paragraph, repeated: a realistic token mix for pp128 (or ppN).
     let text = "The history of the city begins with a small fishing village on the banks of the river. \
                 Over the centuries it grew into a trading port, then an industrial centre, and today it is \
-                known for its universities, its museums and its parks. ".repeat(8);
+                known for its universities, its museums and its parks. "
+        .repeat(8 * prompt_tokens.div_ceil(128));
     let prompt: Vec<u32> = tokenizer
         .encode(&text, false)
         .into_iter()
-        .take(PROMPT_TOKENS)
+        .take(prompt_tokens)
         .collect();
     let counts: Vec<usize> = if threads > 1 {
         vec![1, threads]
@@ -670,7 +675,7 @@ fn benchmark(
             Column::new("spin_us", "Spin before sleeping")
                 .unit("µs")
                 .decimals(0),
-            Column::new("prefill", "Prefill, 128-token prompt")
+            Column::new("prefill", &format!("Prefill, {prompt_tokens}-token prompt"))
                 .unit("tokens/s")
                 .decimals(1),
             Column::new("decode", "Decode, 128 tokens")

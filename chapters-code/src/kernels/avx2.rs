@@ -66,17 +66,53 @@ pub(super) fn unpack_nibbles(qs: &[u8; 16]) -> __m256i {
     _mm256_and_si256(both, _mm256_set1_epi8(0x0f))
 }
 
-/// Bytes ahead of the current block that the x4 kernels ask the memory system for: about two
-/// groups of four rows ahead. The hardware prefetcher alone left a single core at a third of
-/// its read bandwidth on the book's machine.
-pub const PREFETCH_BYTES: usize = 2048;
+// ANCHOR: prefetch
+/// Where, and how far ahead, a kernel asks the memory system for the weights it will read.
+/// A prefetch never faults, even past the end of the matrix.
+pub trait Prefetch {
+    fn ahead(p: *const i8);
+}
 
-/// Hints that the weights `PREFETCH_BYTES` past `p` will be read soon (never faults, even
-/// past the end of the matrix).
+/// Into L2, 8 KiB ahead: what every kernel here does. A core can wait on only a few dozen L1
+/// misses at once (AMD's Zen 4 on 24), and at DRAM latency that caps one core near 12 GB/s
+/// however far ahead it asks; lines headed for L2 wait in L2's larger queue instead, and the
+/// kernel's loads then hit L2. 8 KiB: about 400 ns of the kernel's reading, well over a DRAM
+/// latency, at the speed a panel reads a 576-wide Q4_1 matrix.
+pub struct ToL2;
+
+/// Into L1, 2 KiB ahead: the book's first choice, kept to measure against (`kernels` bench).
+pub struct ToL1;
+
+/// No prefetch: for passes over weights that an earlier pass has just brought in (the second
+/// and later token groups of a panel).
+pub struct Resident;
+
+impl Prefetch for Resident {
+    #[inline]
+    fn ahead(_: *const i8) {}
+}
+
+impl Prefetch for ToL2 {
+    #[inline]
+    fn ahead(p: *const i8) {
+        // SAFETY: a prefetch is a hint: it reads nothing and never faults, whatever the address.
+        unsafe { _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(8192)) }
+    }
+}
+
+impl Prefetch for ToL1 {
+    #[inline]
+    fn ahead(p: *const i8) {
+        // SAFETY: as above.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(2048)) }
+    }
+}
+// ANCHOR_END: prefetch
+
+/// Hints that the weights a little past `p` will be read soon ([`ToL2`]).
 #[inline]
-#[target_feature(enable = "sse")]
 pub(super) fn prefetch_ahead(p: *const i8) {
-    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH_BYTES));
+    ToL2::ahead(p);
 }
 
 /// Σ u·s over 32 (unsigned byte, signed byte) pairs, as 8 i32 lanes converted to f32.

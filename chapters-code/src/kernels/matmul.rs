@@ -244,6 +244,9 @@ pub struct Matmul<'a, 'w> {
 /// enough that claiming a task costs nothing next to computing it.
 const ROWS_PER_TASK: usize = 32;
 
+/// The most rows one panel call takes (a multiple of 4).
+const PANEL_ROWS: usize = 32;
+
 /// A pointer that threads may share because each task writes disjoint elements.
 #[derive(Clone, Copy)]
 struct SharedOut {
@@ -408,9 +411,9 @@ fn product_rows(w: &QMatrix, acts: &Acts, rows: std::ops::Range<usize>, out: Sha
 }
 
 /// The row loop: `per_row` weight elements (or blocks) per row, as many per activation row.
-/// Rows go four at a time through `tile` (several tokens per call) where the format has one,
-/// else through `dot4` token by token; the rest one at a time through `dot`. All three give
-/// the same bits for a (row, token).
+/// Rows go through `tile` where the format has one: panels of up to [`PANEL_ROWS`] rows (four
+/// at a time inside), several tokens per call; else four at a time through `dot4`, token by
+/// token; the rest one at a time through `dot`. All give the same bits for a (row, token).
 #[allow(clippy::too_many_arguments)]
 fn rows_by<W, A>(
     weights: &[W],
@@ -427,34 +430,38 @@ fn rows_by<W, A>(
     let row = |r: usize| &weights[r * per_row..(r + 1) * per_row];
     let act = |t: usize| &acts[t * per_row..(t + 1) * per_row];
     let mut r = rows.start;
-    let mut results = [[0.0f32; 4]; TILE_MAX_TOKENS];
+    if let Some(tile) = tile {
+        // Panels of up to PANEL_ROWS rows (a multiple of 4), T tokens at a time.
+        let mut values = [0.0f32; PANEL_ROWS * TILE_MAX_TOKENS];
+        while r + 4 <= rows.end {
+            let g = (rows.end - r).min(PANEL_ROWS) / 4 * 4;
+            let panel = &weights[r * per_row..(r + g) * per_row];
+            let mut t = 0;
+            while t < n_tok {
+                let c = (n_tok - t).min(tile.tokens);
+                let out_tc = &mut values[..c * g];
+                let a = &acts[t * per_row..(t + c) * per_row];
+                (tile.panel)(panel, per_row, a, out_tc, t == 0);
+                for j in 0..c {
+                    for i in 0..g {
+                        // SAFETY: t + j < n_tok and r + i < n_rows, so the index is inside
+                        // the output, and only the task that owns these rows writes them.
+                        unsafe { out.write((t + j) * n_rows + r + i, out_tc[j * g + i]) };
+                    }
+                }
+                t += c;
+            }
+            r += g;
+        }
+    }
     while r + 4 <= rows.end {
         let group = [row(r), row(r + 1), row(r + 2), row(r + 3)];
-        let mut t = 0;
-        while t < n_tok {
-            let (taken, values) = match tile {
-                Some(tile) => {
-                    let c = (n_tok - t).min(tile.tokens);
-                    (tile.run)(
-                        group,
-                        &acts[t * per_row..(t + c) * per_row],
-                        &mut results[..c],
-                    );
-                    (c, &results[..c])
-                }
-                None => {
-                    results[0] = dot4(group, act(t));
-                    (1, &results[..1])
-                }
-            };
-            for (j, four) in values.iter().enumerate() {
-                for (i, &value) in four.iter().enumerate() {
-                    // SAFETY: t + j < n_tok and r + i < n_rows, so the index is inside the
-                    // output, and only the task that owns these rows writes them.
-                    unsafe { out.write((t + j) * n_rows + r + i, value) };
-                }
+        for t in 0..n_tok {
+            let four = dot4(group, act(t));
+            for (i, &value) in four.iter().enumerate() {
+                // SAFETY: as above.
+                unsafe { out.write(t * n_rows + r + i, value) };
             }
-            t += taken;
         }
         r += 4;
     }

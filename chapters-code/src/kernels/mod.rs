@@ -347,6 +347,12 @@ pub fn tile_path(level: SimdLevel) -> TilePath {
 /// one `[f32; 4]` (the four rows' results) per token.
 pub type TileFn<W, A> = fn([&[W]; 4], &[A], &mut [[f32; 4]]);
 
+/// A panel's function: G weight rows one after another (G a multiple of 4), `per_row` blocks
+/// each; T ≤ [`Tile::tokens`] tokens' activation rows; `out[t · G + g]`; and whether the
+/// weights stream from memory (prefetch ahead) or were just read (the panel's later token
+/// groups: no prefetch). Same bits as the tile either way.
+pub type PanelFn<W, A> = fn(&[W], usize, &[A], &mut [f32], bool);
+
 /// The most tokens one [`Tile`] call takes on any path.
 pub const TILE_MAX_TOKENS: usize = 4;
 
@@ -355,6 +361,8 @@ pub const TILE_MAX_TOKENS: usize = 4;
 /// Every (row, token) gives the one-row kernel's bits, whatever else shares the tile.
 pub struct Tile<W: 'static, A: 'static> {
     pub run: TileFn<W, A>,
+    /// The same tile over a panel of rows in one call (see [`tile`]'s `panel!`).
+    pub panel: PanelFn<W, A>,
     /// The most tokens one call takes on this path (the register budget).
     pub tokens: usize,
 }
@@ -371,17 +379,36 @@ impl<W, A> Copy for Tile<W, A> {}
 macro_rules! by_tokens {
     ($m:ident :: $kernel:ident, $w:expr, $a:expr, $out:expr) => {
         match $out.len() {
-            1 => $out.copy_from_slice(&$m::$kernel::<1>($w, $a)),
-            2 => $out.copy_from_slice(&$m::$kernel::<2>($w, $a)),
-            3 => $out.copy_from_slice(&$m::$kernel::<3>($w, $a)),
-            4 => $out.copy_from_slice(&$m::$kernel::<4>($w, $a)),
+            1 => $out.copy_from_slice(&$m::$kernel::<1, avx2::ToL2>($w, $a)),
+            2 => $out.copy_from_slice(&$m::$kernel::<2, avx2::ToL2>($w, $a)),
+            3 => $out.copy_from_slice(&$m::$kernel::<3, avx2::ToL2>($w, $a)),
+            4 => $out.copy_from_slice(&$m::$kernel::<4, avx2::ToL2>($w, $a)),
             n => panic!("a tile holds 1 to 4 tokens, not {n}"),
         }
     };
 }
 
+/// Calls `panel::<T, P>` for T = `a.len() / per_row` (1 to 4), P = [`avx2::ToL2`] when
+/// `stream` (the weights come from memory), else [`avx2::Resident`].
+#[cfg_attr(target_arch = "wasm32", allow(unused_macros))]
+macro_rules! panel_by_tokens {
+    ($m:ident :: $panel:ident, $w:expr, $per_row:expr, $a:expr, $out:expr, $stream:expr) => {
+        match ($a.len() / $per_row, $stream) {
+            (1, true) => $m::$panel::<1, avx2::ToL2>($w, $per_row, $a, $out),
+            (2, true) => $m::$panel::<2, avx2::ToL2>($w, $per_row, $a, $out),
+            (3, true) => $m::$panel::<3, avx2::ToL2>($w, $per_row, $a, $out),
+            (4, true) => $m::$panel::<4, avx2::ToL2>($w, $per_row, $a, $out),
+            (1, false) => $m::$panel::<1, avx2::Resident>($w, $per_row, $a, $out),
+            (2, false) => $m::$panel::<2, avx2::Resident>($w, $per_row, $a, $out),
+            (3, false) => $m::$panel::<3, avx2::Resident>($w, $per_row, $a, $out),
+            (4, false) => $m::$panel::<4, avx2::Resident>($w, $per_row, $a, $out),
+            (n, _) => panic!("a tile holds 1 to 4 tokens, not {n}"),
+        }
+    };
+}
+
 macro_rules! tile_kernel {
-    ($(#[$doc:meta])* $kernel:ident, $avx2:ident, $vnni:ident, $wt:ty, $at:ty) => {
+    ($(#[$doc:meta])* $kernel:ident, $avx2:ident, $avx2_panel:ident, $vnni:ident, $vnni_panel:ident, $wt:ty, $at:ty) => {
         $(#[$doc])*
         pub fn $kernel(level: SimdLevel) -> Option<Tile<$wt, $at>> {
             match tile_path(level) {
@@ -392,6 +419,10 @@ macro_rules! tile_kernel {
                         // F16C, AVX-512 F/BW/VL and VNNI.
                         unsafe { by_tokens!(tile::$vnni, w, a, out) }
                     },
+                    panel: |w, per_row, a, out, stream| {
+                        // SAFETY: as above.
+                        unsafe { panel_by_tokens!(tile::$vnni_panel, w, per_row, a, out, stream) }
+                    },
                     tokens: 4,
                 }),
                 #[cfg(target_arch = "x86_64")]
@@ -399,6 +430,10 @@ macro_rules! tile_kernel {
                     run: |w, a, out| {
                         // SAFETY: `tile_path` returned Avx2 only after checking AVX2/FMA/F16C.
                         unsafe { by_tokens!(tile::$avx2, w, a, out) }
+                    },
+                    panel: |w, per_row, a, out, stream| {
+                        // SAFETY: as above.
+                        unsafe { panel_by_tokens!(tile::$avx2_panel, w, per_row, a, out, stream) }
                     },
                     tokens: 3,
                 }),
@@ -410,10 +445,12 @@ macro_rules! tile_kernel {
 
 tile_kernel!(
     /// Four Q4_1 rows × up to four tokens of Q8_1 activations.
-    q4_1_q8_1_tile, q4_1_q8_1_avx2, q4_1_q8_1_vnni, BlockQ4_1, BlockQ8_1
+    q4_1_q8_1_tile, q4_1_q8_1_avx2, q4_1_q8_1_avx2_panel, q4_1_q8_1_vnni, q4_1_q8_1_vnni_panel,
+    BlockQ4_1, BlockQ8_1
 );
 tile_kernel!(
     /// Four Q8_0 rows × up to four tokens of Q8_0 activations.
-    q8_0_q8_0_tile, q8_0_q8_0_avx2, q8_0_q8_0_vnni, BlockQ8_0, BlockQ8_0
+    q8_0_q8_0_tile, q8_0_q8_0_avx2, q8_0_q8_0_avx2_panel, q8_0_q8_0_vnni, q8_0_q8_0_vnni_panel,
+    BlockQ8_0, BlockQ8_0
 );
 // ANCHOR_END: tile_dispatch

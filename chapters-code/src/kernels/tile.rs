@@ -20,7 +20,7 @@
 //! dispatcher in `kernels` hands them out only after checking.
 
 use super::avx2::{
-    dm_bits, dot_u8_i8, f16_pair, f16_to_f32, hsum_ps, load_i8x32, prefetch_ahead, unpack_nibbles,
+    Prefetch, dm_bits, dot_u8_i8, f16_pair, f16_to_f32, hsum_ps, load_i8x32, unpack_nibbles,
 };
 use crate::quant::{BlockQ4_1, BlockQ8_0, BlockQ8_1};
 use std::arch::x86_64::*;
@@ -95,8 +95,12 @@ macro_rules! q4_1_tile {
         /// Four Q4_1 rows × T tokens: `out[t][r] = w[r] · a[t]`, where `a` holds T activation
         /// rows of `w[0].len()` blocks one after another. Row r, token t's arithmetic is that
         /// of `avx2::dot_q4_1_q8_1`: scales as in `dot_q4_1_q8_1_x4_scales`.
+        #[inline]
         #[target_feature(enable = $features)]
-        pub fn $name<const T: usize>(w: [&[BlockQ4_1]; 4], a: &[BlockQ8_1]) -> [[f32; 4]; T] {
+        pub fn $name<const T: usize, P: Prefetch>(
+            w: [&[BlockQ4_1]; 4],
+            a: &[BlockQ8_1],
+        ) -> [[f32; 4]; T] {
             let n = w[0].len();
             assert!(w.iter().all(|r| r.len() == n) && a.len() == T * n);
             let mut acc = [[_mm256_setzero_ps(); 4]; T];
@@ -112,7 +116,7 @@ macro_rules! q4_1_tile {
                 let x_scales = _mm256_cvtph_ps(halves);
                 let mut nibbles = [_mm256_setzero_si256(); 4];
                 for r in 0..4 {
-                    prefetch_ahead((xs[r] as *const BlockQ4_1).cast());
+                    P::ahead((xs[r] as *const BlockQ4_1).cast());
                     nibbles[r] = unpack_nibbles(&xs[r].qs);
                 }
                 for t in 0..T {
@@ -155,8 +159,12 @@ macro_rules! q8_0_tile {
     ($name:ident, $features:literal, $row:ident, $act:ident, $dot:ident) => {
         /// Four Q8_0 rows × T tokens, as the Q4_1 tile. Row r, token t's arithmetic is that of
         /// `avx2::dot_q8_0_q8_0`: scales as in `dot_q8_0_q8_0_x4`.
+        #[inline]
         #[target_feature(enable = $features)]
-        pub fn $name<const T: usize>(w: [&[BlockQ8_0]; 4], a: &[BlockQ8_0]) -> [[f32; 4]; T] {
+        pub fn $name<const T: usize, P: Prefetch>(
+            w: [&[BlockQ8_0]; 4],
+            a: &[BlockQ8_0],
+        ) -> [[f32; 4]; T] {
             let n = w[0].len();
             assert!(w.iter().all(|r| r.len() == n) && a.len() == T * n);
             let mut acc = [[_mm256_setzero_ps(); 4]; T];
@@ -169,7 +177,7 @@ macro_rules! q8_0_tile {
                 let x_scales = _mm_cvtph_ps(_mm_cvtsi64_si128(bits as i64));
                 let mut rows = [[_mm256_setzero_si256(); 2]; 4];
                 for r in 0..4 {
-                    prefetch_ahead((xs[r] as *const BlockQ8_0).cast());
+                    P::ahead((xs[r] as *const BlockQ8_0).cast());
                     rows[r] = $row(load_i8x32(&xs[r].qs));
                 }
                 for t in 0..T {
@@ -207,4 +215,70 @@ q8_0_tile!(
     q8_row_vnni,
     q8_act_vnni,
     q8_dot_vnni
+);
+
+// ANCHOR: panel
+/// A panel: `w` holds G rows (G a multiple of 4) of `per_row` blocks each, one after another;
+/// `a` holds T tokens' activation rows. Writes `out[t · G + g] = w[g] · a[t]`, four rows at a
+/// time through the tile, all inside one function: one call per panel instead of one per four
+/// rows. With 576-wide rows (18 blocks) a tile's loop is short, and the call, the dispatch on
+/// T and the loop set-up around it cost as much as the loop; here they are paid once per panel.
+macro_rules! panel {
+    ($name:ident, $tile:ident, $features:literal, $wt:ty, $at:ty) => {
+        /// G rows × T tokens through [`
+        #[doc = stringify!($tile)]
+        /// `], four rows at a time; every (row, token) gets the tile's bits.
+        #[target_feature(enable = $features)]
+        pub fn $name<const T: usize, P: Prefetch>(
+            w: &[$wt],
+            per_row: usize,
+            a: &[$at],
+            out: &mut [f32],
+        ) {
+            let g_rows = w.len() / per_row;
+            assert!(
+                g_rows.is_multiple_of(4)
+                    && w.len() == g_rows * per_row
+                    && a.len() == T * per_row
+                    && out.len() == T * g_rows
+            );
+            for g in (0..g_rows).step_by(4) {
+                let row = |r: usize| &w[(g + r) * per_row..(g + r + 1) * per_row];
+                let four = $tile::<T, P>([row(0), row(1), row(2), row(3)], a);
+                for (t, values) in four.iter().enumerate() {
+                    out[t * g_rows + g..t * g_rows + g + 4].copy_from_slice(values);
+                }
+            }
+        }
+    };
+}
+// ANCHOR_END: panel
+
+panel!(
+    q4_1_q8_1_avx2_panel,
+    q4_1_q8_1_avx2,
+    "avx2,fma,f16c",
+    BlockQ4_1,
+    BlockQ8_1
+);
+panel!(
+    q4_1_q8_1_vnni_panel,
+    q4_1_q8_1_vnni,
+    "avx2,fma,f16c,avx512vnni,avx512vl",
+    BlockQ4_1,
+    BlockQ8_1
+);
+panel!(
+    q8_0_q8_0_avx2_panel,
+    q8_0_q8_0_avx2,
+    "avx2,fma,f16c",
+    BlockQ8_0,
+    BlockQ8_0
+);
+panel!(
+    q8_0_q8_0_vnni_panel,
+    q8_0_q8_0_vnni,
+    "avx2,fma,f16c,avx512vnni,avx512vl",
+    BlockQ8_0,
+    BlockQ8_0
 );

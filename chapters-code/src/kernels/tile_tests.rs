@@ -143,3 +143,69 @@ fn a_batch_gives_each_token_the_bits_of_that_token_alone() {
         }
     }
 }
+
+#[test]
+fn a_panel_gives_every_row_and_token_the_scalar_bits() {
+    use crate::quant::{BlockQ4_1, BlockQ8_0, BlockQ8_1};
+    for level in tile_levels() {
+        let (q41, q80) = (
+            q4_1_q8_1_tile(level).expect("a Q4_1 tile"),
+            q8_0_q8_0_tile(level).expect("a Q8_0 tile"),
+        );
+        let mut i = 0;
+        let mut next = || {
+            i += 1;
+            scale(i)
+        };
+        for (seed, rows, n) in [(1u64, 4usize, 1usize), (2, 8, 18), (3, 32, 7), (4, 12, 48)] {
+            let w41: Vec<BlockQ4_1> = random_blocks(rows * n, seed, |b: &mut BlockQ4_1| {
+                (b.d, b.m) = (next(), next())
+            });
+            let w80: Vec<BlockQ8_0> =
+                random_blocks(rows * n, seed + 5, |b: &mut BlockQ8_0| b.d = next());
+            for tokens in 1..=q41.tokens.max(q80.tokens) {
+                let a1: Vec<BlockQ8_1> =
+                    random_blocks(n * tokens, seed + 50, |b: &mut BlockQ8_1| {
+                        (b.d, b.s) = (next(), next());
+                        b.qs.iter_mut().for_each(|q| *q = (*q).max(-127));
+                    });
+                let a0: Vec<BlockQ8_0> =
+                    random_blocks(n * tokens, seed + 70, |b: &mut BlockQ8_0| {
+                        b.d = next();
+                        b.qs.iter_mut().for_each(|q| *q = (*q).max(-127));
+                    });
+                for stream in [true, false] {
+                    let what = format!("{level} rows{rows} n{n} T{tokens} stream {stream}");
+                    if tokens <= q41.tokens {
+                        let mut out = vec![f32::NAN; tokens * rows];
+                        (q41.panel)(&w41, n, &a1, &mut out, stream);
+                        check_panel(&out, rows, n, &w41, &a1, scalar::dot_q4_1_q8_1, &what);
+                    }
+                    if tokens <= q80.tokens {
+                        let mut out = vec![f32::NAN; tokens * rows];
+                        (q80.panel)(&w80, n, &a0, &mut out, stream);
+                        check_panel(&out, rows, n, &w80, &a0, scalar::dot_q8_0_q8_0, &what);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `out[t · rows + r]` holds the scalar reference's bits for row r and token t.
+fn check_panel<W, A>(
+    out: &[f32],
+    rows: usize,
+    n: usize,
+    w: &[W],
+    a: &[A],
+    reference: fn(&[W], &[A]) -> f32,
+    what: &str,
+) {
+    for (t, token) in out.chunks_exact(rows).enumerate() {
+        for (r, got) in token.iter().enumerate() {
+            let want = reference(&w[r * n..(r + 1) * n], &a[t * n..(t + 1) * n]);
+            assert_eq!(got.to_bits(), want.to_bits(), "{what} t{t} r{r}");
+        }
+    }
+}

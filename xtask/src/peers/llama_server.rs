@@ -13,7 +13,7 @@ pub fn binary(root: &Path) -> PathBuf {
     root.join("target/peers/llama-server/bin/llama-server")
 }
 
-fn run(command: &mut Command, what: &str) -> Result<()> {
+pub(super) fn run(command: &mut Command, what: &str) -> Result<()> {
     let status = command
         .status()
         .with_context(|| format!("{what}: cannot start {:?}", command.get_program()))?;

@@ -2,9 +2,11 @@
 //! are optional (`cargo xtask bench --peer llama-cpp`): building them takes long and needs more
 //! than the book itself, so neither the tests nor CI depend on them.
 
+mod llama_bench;
 mod llama_server;
 mod lookup;
 
+pub use llama_bench::llama_bench;
 pub use llama_server::llama_server;
 pub use lookup::llama_cpp_lookup;
 
@@ -12,7 +14,8 @@ pub use lookup::llama_cpp_lookup;
 pub type Job = fn(&Path) -> Result<PathBuf>;
 
 /// `cargo xtask bench --peer llama-cpp`'s jobs, by the table each writes.
-pub const LLAMA_CPP_JOBS: [(&str, Job); 3] = [
+pub const LLAMA_CPP_JOBS: [(&str, Job); 4] = [
+    ("peer-llama-bench", llama_bench),
     ("peer-llama-cpp", llama_cpp),
     ("peer-llama-cpp-flash", llama_cpp_flash),
     ("peer-llama-cpp-lookup", llama_cpp_lookup),
@@ -122,6 +125,36 @@ fn keep_best(best: &mut Best, threads: i64, prefill: f64, decode: f64) {
     e.1 = e.1.max(decode);
 }
 
+/// `demo-tgi-architecture --benchmark` as the llama-cpp-python job runs it (pp128, tg128).
+const SPEED_ARGS: &[&str] = &["--benchmark", "--output", "json"];
+
+/// Runs `demo-tgi-architecture` with `args` (a `--benchmark`) once and keeps the best prefill
+/// and decode speed per thread count of the engine as it runs by default (threads that spin a
+/// moment before sleeping).
+fn ours_speed(root: &Path, args: &'static [&'static str], best: &mut Best) -> Result<()> {
+    let demo = crate::bench::DemoJob {
+        bin: "demo-tgi-architecture",
+        args,
+    };
+    let report = crate::bench::run_demo(root, &demo)?;
+    let speed = report
+        .tables
+        .iter()
+        .find(|t| t.name == "engine-speed")
+        .context("the demo reported no engine-speed table")?;
+    for row in &speed.rows {
+        let get = |key: &str| row.get(key).and_then(Value::as_f64);
+        // The engine as it runs by default: not the row of threads that sleep at once.
+        if get("spin_us") == Some(0.0) {
+            continue;
+        }
+        if let (Some(t), Some(p), Some(d)) = (get("threads"), get("prefill"), get("decode")) {
+            keep_best(best, t as i64, p, d);
+        }
+    }
+    Ok(())
+}
+
 /// Rounds of the side-by-side: each round runs both engines, one after the other, so that
 /// a noisy neighbour on a shared machine slows both alike; the best of all rounds counts.
 const ROUNDS: usize = 3;
@@ -138,28 +171,9 @@ pub fn llama_cpp(root: &Path) -> Result<PathBuf> {
     let (mut ours, mut theirs) = (Best::new(), Best::new());
     let mut version = String::new();
     let mut system_info = String::new();
-    let demo = crate::bench::DemoJob {
-        bin: "demo-tgi-architecture",
-        args: &["--benchmark", "--output", "json"],
-    };
     for round in 1..=ROUNDS {
         eprintln!("== side by side with llama.cpp, round {round} of {ROUNDS}");
-        let report = crate::bench::run_demo(root, &demo)?;
-        let speed = report
-            .tables
-            .iter()
-            .find(|t| t.name == "engine-speed")
-            .context("the demo reported no engine-speed table")?;
-        for row in &speed.rows {
-            let get = |key: &str| row.get(key).and_then(Value::as_f64);
-            // The engine as it runs by default: not the row of threads that sleep at once.
-            if get("spin_us") == Some(0.0) {
-                continue;
-            }
-            if let (Some(t), Some(p), Some(d)) = (get("threads"), get("prefill"), get("decode")) {
-                keep_best(&mut ours, t as i64, p, d);
-            }
-        }
+        ours_speed(root, SPEED_ARGS, &mut ours)?;
         let out = Command::new(&python)
             .arg(&script)
             .arg(&model)
