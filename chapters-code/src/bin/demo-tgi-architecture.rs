@@ -752,7 +752,7 @@ fn benchmark(
         "Best of {REPEATS} runs, the configurations taking turns. Decode bound: triad bandwidth measured in the same run on the same thread count, divided by the {:.1} MB of weights read per token. Decode compute: {:.1} MFLOP of matrix products per token times the decode rate. SIMD path: {}.",
         bytes_per_token as f64 / 1e6,
         flops_per_token as f64 / 1e6,
-        chapters_code::kernels::simd_path()
+        chapters_code::kernels::path_summary()
     ));
 
     let mb = |b: Option<u64>| json!(b.map(|b| b as f64 / 1e6));
