@@ -7,7 +7,7 @@ use super::softmax::softmax;
 use super::{KvRows, SharedRows, Step};
 use crate::kernels::pool::ThreadPool;
 use crate::kernels::scalar::axpy_q8_0;
-use crate::kernels::{attend_values, dot_f16_f32, dot_q8_0_q8_0, simd};
+use crate::kernels::{attend_values, f16_f32_kernel, q8_0_q8_0_kernel, simd};
 use crate::quant::quantize::quantize_acts_q8_0;
 use crate::quant::{f16_to_f32, f32_to_f16};
 
@@ -32,6 +32,8 @@ pub fn attend(pool: &ThreadPool, step: &Step<'_>, out: &mut [f32]) {
     let group = heads.group();
     let scale = 1.0 / (hd as f32).sqrt();
     let level = simd();
+    // The dot products' functions, chosen once for the step.
+    let (dot_f16, dot_q8) = (f16_f32_kernel(level), q8_0_q8_0_kernel(level));
     let shared = SharedRows::new(out);
     pool.run(new.len() * heads.n_heads, &|task| {
         let (s, h) = (task / heads.n_heads, task % heads.n_heads);
@@ -53,12 +55,24 @@ pub fn attend(pool: &ThreadPool, step: &Step<'_>, out: &mut [f32]) {
             let visible = start + t + 1;
             let mut p0 = 0;
             for chunk in &chunks {
-                for p in 0..chunk.len.min(visible.saturating_sub(p0)) {
-                    row[p0 + p] = scale
-                        * match chunk.keys.slice(p, kv_dim, head.clone()) {
-                            KvRows::F16(k) => dot_f16_f32(level, k, &q_16),
-                            KvRows::Q8_0(k) => dot_q8_0_q8_0(level, k, q_8.as_ref().unwrap()),
-                        };
+                let seen = chunk.len.min(visible.saturating_sub(p0));
+                let scores = &mut row[p0..p0 + seen];
+                match (chunk.keys, &q_8) {
+                    // One match per chunk, not per position: a key is 64 numbers, so a
+                    // dispatch per dot product cost a fair share of the product.
+                    (KvRows::F16(keys), _) => {
+                        for (score, key) in scores.iter_mut().zip(keys.chunks_exact(kv_dim)) {
+                            *score = scale * dot_f16(&key[head.clone()], &q_16);
+                        }
+                    }
+                    (KvRows::Q8_0(_), Some(q_8)) => {
+                        for (p, score) in scores.iter_mut().enumerate() {
+                            if let KvRows::Q8_0(k) = chunk.keys.slice(p, kv_dim, head.clone()) {
+                                *score = scale * dot_q8(k, q_8);
+                            }
+                        }
+                    }
+                    (KvRows::Q8_0(_), None) => unreachable!("a Q8_0 cache quantizes the query"),
                 }
                 p0 += chunk.len;
             }
