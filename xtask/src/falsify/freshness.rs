@@ -63,7 +63,7 @@ pub fn depends_on(name: &str) -> Vec<&'static str> {
         "engine-speed" | "engine-contention" | "engine-memory" | "tgi-stages" => {
             (true, &["chapters-code/src/bin/demo-tgi-architecture.rs"])
         }
-        "peer-llama-cpp" => (
+        "peer-llama-cpp" | "peer-llama-bench" => (
             true,
             &[
                 "chapters-code/src/bin/demo-tgi-architecture.rs",

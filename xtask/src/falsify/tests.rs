@@ -118,7 +118,7 @@ fn claim_cases() -> Vec<(&'static str, Files, Files)> {
     };
     let peer = |ours2: f64| {
         vec![(
-            "peer-llama-cpp",
+            "peer-llama-bench",
             json!([{"engine": "llama.cpp", "threads": 2, "decode": 62.0},
                    {"engine": "chapters-code", "threads": 2, "decode": ours2},
                    {"engine": "chapters-code", "threads": 1, "decode": 46.0},
