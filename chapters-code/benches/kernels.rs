@@ -128,9 +128,9 @@ fn q4_1_matvec(c: &mut Criterion) {
 /// 120 MB, so that no cache holds it and every pass reads it from memory.
 const STREAM_ROWS: usize = 4 * 49152;
 
-/// A Q8_0 matrix × one token, streamed from memory, one thread: a tile call per four rows with
-/// the weights prefetched into L1 (the engine before), the same over 32-row panels, and panels
-/// prefetching into L2 (the engine now). Same bits on every row (tested in `kernels::tile`).
+/// A Q8_0 matrix × one token, streamed from memory, one thread: a tile call per four rows and
+/// 32-row panels, each prefetching into L1 (the engine before) and into L2 (the engine now: the
+/// panels). Same bits on every row (tested in `kernels::tile`).
 #[cfg(target_arch = "x86_64")]
 fn q8_0_stream(c: &mut Criterion) {
     use chapters_code::hw::SimdLevel;
@@ -171,28 +171,31 @@ fn q8_0_stream(c: &mut Criterion) {
         .throughput(Throughput::Bytes((w.len() * 34) as u64));
     let vnni = path == TilePath::Vnni;
     // SAFETY (every call below): `path` says which of the AVX2 and VNNI tiles this CPU runs.
-    group.bench_function(
-        format!(
-            "{} tile, a call per 4 rows, prefetch into L1 2 KiB ahead",
-            path.name()
-        ),
-        |b| {
-            b.iter(|| {
-                for (o, r) in out.chunks_exact_mut(4).zip(w.chunks_exact(4 * per)) {
-                    let four = [0, 1, 2, 3].map(|i| &r[i * per..(i + 1) * per]);
-                    let [v] = unsafe {
-                        if vnni {
-                            tile::q8_0_q8_0_vnni::<1, ToL1>(four, &a)
-                        } else {
-                            tile::q8_0_q8_0_avx2::<1, ToL1>(four, &a)
+    macro_rules! tiles {
+        ($prefetch:ty, $what:literal) => {
+            group.bench_function(
+                format!("{} tile, a call per 4 rows, {}", path.name(), $what),
+                |b| {
+                    b.iter(|| {
+                        for (o, r) in out.chunks_exact_mut(4).zip(w.chunks_exact(4 * per)) {
+                            let four = [0, 1, 2, 3].map(|i| &r[i * per..(i + 1) * per]);
+                            let [v] = unsafe {
+                                if vnni {
+                                    tile::q8_0_q8_0_vnni::<1, $prefetch>(four, &a)
+                                } else {
+                                    tile::q8_0_q8_0_avx2::<1, $prefetch>(four, &a)
+                                }
+                            };
+                            o.copy_from_slice(&v);
                         }
-                    };
-                    o.copy_from_slice(&v);
-                }
-                black_box(&out);
-            })
-        },
-    );
+                        black_box(&out);
+                    })
+                },
+            );
+        };
+    }
+    tiles!(ToL1, "prefetch into L1 2 KiB ahead");
+    tiles!(ToL2, "prefetch into L2 8 KiB ahead");
     macro_rules! panels {
         ($prefetch:ty, $what:literal) => {
             group.bench_function(
