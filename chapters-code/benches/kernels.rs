@@ -135,7 +135,7 @@ const STREAM_ROWS: usize = 4 * 49152;
 fn q8_0_stream(c: &mut Criterion) {
     use chapters_code::hw::SimdLevel;
     use chapters_code::quant::{BlockQ8_0, f32_to_f16};
-    use kernels::avx2::{ToL1, ToL2};
+    use kernels::avx2::{Prefetch, ToL1, ToL2};
     use kernels::{TilePath, tile, tile_path};
     let path = tile_path(kernels::simd());
     if path == TilePath::None || !SimdLevel::Avx2.is_supported() {
@@ -172,9 +172,14 @@ fn q8_0_stream(c: &mut Criterion) {
     let vnni = path == TilePath::Vnni;
     // SAFETY (every call below): `path` says which of the AVX2 and VNNI tiles this CPU runs.
     macro_rules! tiles {
-        ($prefetch:ty, $what:literal) => {
+        ($prefetch:ty, $cache:literal) => {
+            let what = format!(
+                "prefetch into {} {} KiB ahead",
+                $cache,
+                <$prefetch>::DISTANCE / 1024
+            );
             group.bench_function(
-                format!("{} tile, a call per 4 rows, {}", path.name(), $what),
+                format!("{} tile, a call per 4 rows, {what}", path.name()),
                 |b| {
                     b.iter(|| {
                         for (o, r) in out.chunks_exact_mut(4).zip(w.chunks_exact(4 * per)) {
@@ -194,12 +199,23 @@ fn q8_0_stream(c: &mut Criterion) {
             );
         };
     }
-    tiles!(ToL1, "prefetch into L1 2 KiB ahead");
-    tiles!(ToL2, "prefetch into L2 8 KiB ahead");
+    tiles!(ToL1, "L1");
+    tiles!(ToL2, "L2");
     macro_rules! panels {
-        ($prefetch:ty, $what:literal) => {
+        ($prefetch:ty, $cache:literal) => {
+            let what = format!(
+                "prefetch into {} {} KiB ahead",
+                $cache,
+                <$prefetch>::DISTANCE / 1024
+            );
+            // The engine's kernel: panels and `prefetch_ahead`'s choice.
+            let engine = if $cache == "L2" {
+                " (the engine's)"
+            } else {
+                ""
+            };
             group.bench_function(
-                format!("{} tile, 32-row panels, {}", path.name(), $what),
+                format!("{} tile, 32-row panels, {what}{engine}", path.name()),
                 |b| {
                     b.iter(|| {
                         for (o, panel) in out.chunks_exact_mut(32).zip(w.chunks_exact(32 * per)) {
@@ -217,8 +233,8 @@ fn q8_0_stream(c: &mut Criterion) {
             );
         };
     }
-    panels!(ToL1, "prefetch into L1 2 KiB ahead");
-    panels!(ToL2, "prefetch into L2 8 KiB ahead (the engine's)");
+    panels!(ToL1, "L1");
+    panels!(ToL2, "L2");
     group.finish();
 }
 // ANCHOR_END: q8_0_stream
@@ -412,21 +428,20 @@ fn q4_1_batch(c: &mut Criterion) {
             tile_path(level).name(),
             tile.tokens
         );
+        let mut results = [0.0f32; 4 * BATCH];
         group.bench_function(name, |b| {
             b.iter(|| {
-                for (o, r) in out.chunks_exact_mut(BATCH).zip(rows.chunks_exact(4)) {
+                // One tile call per 4 rows and `tile.tokens` tokens: panels of 4 rows.
+                for four in w.chunks_exact(4 * per) {
                     let mut t = 0;
                     while t < BATCH {
                         let n = tile.tokens.min(BATCH - t);
-                        (tile.run)(
-                            [r[0], r[1], r[2], r[3]],
-                            &a[t * per..(t + n) * per],
-                            &mut o[t..t + n],
-                        );
+                        let a = &a[t * per..(t + n) * per];
+                        (tile.panel)(four, per, a, &mut results[4 * t..4 * (t + n)], true);
                         t += n;
                     }
+                    black_box(&results);
                 }
-                black_box(&out);
             })
         });
     }

@@ -32,8 +32,9 @@ enum Cmd {
         #[arg(long)]
         only: Option<String>,
         /// Also measure a peer on the same machine and workload (`llama-cpp`: builds
-        /// llama-cpp-python from source on first use, or uses $PRODML_LLAMA_CPP_PYTHON).
-        /// --only picks among the peer's jobs too (peer-llama-cpp, -flash, -lookup).
+        /// llama-bench with llama-server from the vendored sources, and llama-cpp-python from
+        /// source, on first use, or uses $PRODML_LLAMA_CPP_PYTHON). --only picks among the
+        /// peer's jobs too (peer-llama-bench, peer-llama-cpp, -flash, -lookup).
         #[arg(long, value_parser = ["llama-cpp"])]
         peer: Option<String>,
     },

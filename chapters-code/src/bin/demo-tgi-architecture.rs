@@ -649,6 +649,13 @@ fn benchmark(
         .into_iter()
         .take(prompt_tokens)
         .collect();
+    // The table's column says how long the prompt was: never fewer tokens than that.
+    if prompt.len() < prompt_tokens {
+        bail!(
+            "the benchmark text gave {} tokens, not the {prompt_tokens} asked for",
+            prompt.len()
+        );
+    }
     let counts: Vec<usize> = if threads > 1 {
         vec![1, threads]
     } else {

@@ -70,17 +70,20 @@ pub(super) fn unpack_nibbles(qs: &[u8; 16]) -> __m256i {
 /// Where, and how far ahead, a kernel asks the memory system for the weights it will read.
 /// A prefetch never faults, even past the end of the matrix.
 pub trait Prefetch {
+    /// Bytes ahead of the block being read (0: no prefetch).
+    const DISTANCE: usize;
     fn ahead(p: *const i8);
 }
 
-/// Into L2, 8 KiB ahead: what every kernel here does. A core can wait on only a few dozen L1
-/// misses at once (AMD's Zen 4 on 24), and at DRAM latency that caps one core near 12 GB/s
+/// Into L2: what every kernel here does. A core can wait on only a few dozen misses into L1 at
+/// once (AMD's Zen 4 on 24), too few to cover a DRAM latency at the rate the memory delivers,
 /// however far ahead it asks; lines headed for L2 wait in L2's larger queue instead, and the
-/// kernel's loads then hit L2. 8 KiB: about 400 ns of the kernel's reading, well over a DRAM
-/// latency, at the speed a panel reads a 576-wide Q4_1 matrix.
+/// kernel's own loads then hit L2. The distance: four times the L1 one, far enough ahead that
+/// a line arrives before a panel reaches it (the `kernels` bench's q8_0_stream table measures
+/// both).
 pub struct ToL2;
 
-/// Into L1, 2 KiB ahead: the book's first choice, kept to measure against (`kernels` bench).
+/// Into L1: the book's first choice, kept to measure against (`kernels` bench).
 pub struct ToL1;
 
 /// No prefetch: for passes over weights that an earlier pass has just brought in (the second
@@ -88,23 +91,26 @@ pub struct ToL1;
 pub struct Resident;
 
 impl Prefetch for Resident {
+    const DISTANCE: usize = 0;
     #[inline]
     fn ahead(_: *const i8) {}
 }
 
 impl Prefetch for ToL2 {
+    const DISTANCE: usize = 8192;
     #[inline]
     fn ahead(p: *const i8) {
         // SAFETY: a prefetch is a hint: it reads nothing and never faults, whatever the address.
-        unsafe { _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(8192)) }
+        unsafe { _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(Self::DISTANCE)) }
     }
 }
 
 impl Prefetch for ToL1 {
+    const DISTANCE: usize = 2048;
     #[inline]
     fn ahead(p: *const i8) {
         // SAFETY: as above.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(2048)) }
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(Self::DISTANCE)) }
     }
 }
 // ANCHOR_END: prefetch

@@ -343,10 +343,6 @@ pub fn tile_path(level: SimdLevel) -> TilePath {
     TilePath::None
 }
 
-/// A tile's function: four weight rows, the tokens' activations one row after another, and
-/// one `[f32; 4]` (the four rows' results) per token.
-pub type TileFn<W, A> = fn([&[W]; 4], &[A], &mut [[f32; 4]]);
-
 /// A panel's function: G weight rows one after another (G a multiple of 4), `per_row` blocks
 /// each; T ≤ [`Tile::tokens`] tokens' activation rows; `out[t · G + g]`; and whether the
 /// weights stream from memory (prefetch ahead) or were just read (the panel's later token
@@ -356,12 +352,10 @@ pub type PanelFn<W, A> = fn(&[W], usize, &[A], &mut [f32], bool);
 /// The most tokens one [`Tile`] call takes on any path.
 pub const TILE_MAX_TOKENS: usize = 4;
 
-/// A register tile of 4 weight rows × `out.len()` tokens (1 ≤ `out.len()` ≤ `tokens`):
-/// `out[t][r] = w[r] · a[t]`, where `a` holds the tokens' activation rows one after another.
-/// Every (row, token) gives the one-row kernel's bits, whatever else shares the tile.
+/// A register tile of 4 weight rows × up to `tokens` tokens, run over a panel of rows in one
+/// call (see [`tile`]'s `panel!`; a panel of 4 rows is one tile). Every (row, token) gives the
+/// one-row kernel's bits, whatever else shares the tile.
 pub struct Tile<W: 'static, A: 'static> {
-    pub run: TileFn<W, A>,
-    /// The same tile over a panel of rows in one call (see [`tile`]'s `panel!`).
     pub panel: PanelFn<W, A>,
     /// The most tokens one call takes on this path (the register budget).
     pub tokens: usize,
@@ -373,20 +367,6 @@ impl<W, A> Clone for Tile<W, A> {
     }
 }
 impl<W, A> Copy for Tile<W, A> {}
-
-/// Calls `kernel::<T>` for T = `out.len()` (1 to 4).
-#[cfg_attr(target_arch = "wasm32", allow(unused_macros))] // used by the x86 and NEON paths
-macro_rules! by_tokens {
-    ($m:ident :: $kernel:ident, $w:expr, $a:expr, $out:expr) => {
-        match $out.len() {
-            1 => $out.copy_from_slice(&$m::$kernel::<1, avx2::ToL2>($w, $a)),
-            2 => $out.copy_from_slice(&$m::$kernel::<2, avx2::ToL2>($w, $a)),
-            3 => $out.copy_from_slice(&$m::$kernel::<3, avx2::ToL2>($w, $a)),
-            4 => $out.copy_from_slice(&$m::$kernel::<4, avx2::ToL2>($w, $a)),
-            n => panic!("a tile holds 1 to 4 tokens, not {n}"),
-        }
-    };
-}
 
 /// Calls `panel::<T, P>` for T = `a.len() / per_row` (1 to 4), P = [`avx2::ToL2`] when
 /// `stream` (the weights come from memory), else [`avx2::Resident`].
@@ -408,31 +388,23 @@ macro_rules! panel_by_tokens {
 }
 
 macro_rules! tile_kernel {
-    ($(#[$doc:meta])* $kernel:ident, $avx2:ident, $avx2_panel:ident, $vnni:ident, $vnni_panel:ident, $wt:ty, $at:ty) => {
+    ($(#[$doc:meta])* $kernel:ident, $avx2_panel:ident, $vnni_panel:ident, $wt:ty, $at:ty) => {
         $(#[$doc])*
         pub fn $kernel(level: SimdLevel) -> Option<Tile<$wt, $at>> {
             match tile_path(level) {
                 #[cfg(target_arch = "x86_64")]
                 TilePath::Vnni => Some(Tile {
-                    run: |w, a, out| {
+                    panel: |w, per_row, a, out, stream| {
                         // SAFETY: `tile_path` returned Vnni only after checking AVX2, FMA,
                         // F16C, AVX-512 F/BW/VL and VNNI.
-                        unsafe { by_tokens!(tile::$vnni, w, a, out) }
-                    },
-                    panel: |w, per_row, a, out, stream| {
-                        // SAFETY: as above.
                         unsafe { panel_by_tokens!(tile::$vnni_panel, w, per_row, a, out, stream) }
                     },
                     tokens: 4,
                 }),
                 #[cfg(target_arch = "x86_64")]
                 TilePath::Avx2 => Some(Tile {
-                    run: |w, a, out| {
-                        // SAFETY: `tile_path` returned Avx2 only after checking AVX2/FMA/F16C.
-                        unsafe { by_tokens!(tile::$avx2, w, a, out) }
-                    },
                     panel: |w, per_row, a, out, stream| {
-                        // SAFETY: as above.
+                        // SAFETY: `tile_path` returned Avx2 only after checking AVX2/FMA/F16C.
                         unsafe { panel_by_tokens!(tile::$avx2_panel, w, per_row, a, out, stream) }
                     },
                     tokens: 3,
@@ -445,12 +417,10 @@ macro_rules! tile_kernel {
 
 tile_kernel!(
     /// Four Q4_1 rows × up to four tokens of Q8_1 activations.
-    q4_1_q8_1_tile, q4_1_q8_1_avx2, q4_1_q8_1_avx2_panel, q4_1_q8_1_vnni, q4_1_q8_1_vnni_panel,
-    BlockQ4_1, BlockQ8_1
+    q4_1_q8_1_tile, q4_1_q8_1_avx2_panel, q4_1_q8_1_vnni_panel, BlockQ4_1, BlockQ8_1
 );
 tile_kernel!(
     /// Four Q8_0 rows × up to four tokens of Q8_0 activations.
-    q8_0_q8_0_tile, q8_0_q8_0_avx2, q8_0_q8_0_avx2_panel, q8_0_q8_0_vnni, q8_0_q8_0_vnni_panel,
-    BlockQ8_0, BlockQ8_0
+    q8_0_q8_0_tile, q8_0_q8_0_avx2_panel, q8_0_q8_0_vnni_panel, BlockQ8_0, BlockQ8_0
 );
 // ANCHOR_END: tile_dispatch

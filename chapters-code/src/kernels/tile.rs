@@ -222,7 +222,8 @@ q8_0_tile!(
 /// `a` holds T tokens' activation rows. Writes `out[t · G + g] = w[g] · a[t]`, four rows at a
 /// time through the tile, all inside one function: one call per panel instead of one per four
 /// rows. With 576-wide rows (18 blocks) a tile's loop is short, and the call, the dispatch on
-/// T and the loop set-up around it cost as much as the loop; here they are paid once per panel.
+/// T and the loop set-up around it are a fixed cost it does not hide; here they are paid once
+/// per panel.
 macro_rules! panel {
     ($name:ident, $tile:ident, $features:literal, $wt:ty, $at:ty) => {
         /// G rows × T tokens through [`

@@ -41,78 +41,6 @@ fn scale(i: usize) -> u16 {
 }
 
 #[test]
-fn every_tile_size_gives_each_row_and_token_the_scalar_bits() {
-    for level in tile_levels() {
-        let (q41, q80) = (
-            q4_1_q8_1_tile(level).expect("a Q4_1 tile"),
-            q8_0_q8_0_tile(level).expect("a Q8_0 tile"),
-        );
-        for (seed, n) in [(1u64, 1usize), (2, 2), (3, 7), (4, 18), (5, 48)] {
-            let mut i = 0;
-            let mut next = || {
-                i += 1;
-                scale(i)
-            };
-            for tokens in 1..=q41.tokens.max(q80.tokens) {
-                let w41: Vec<Vec<crate::quant::BlockQ4_1>> = (0..4)
-                    .map(|r| {
-                        random_blocks(n, seed * 10 + r, |b: &mut crate::quant::BlockQ4_1| {
-                            (b.d, b.m) = (next(), next())
-                        })
-                    })
-                    .collect();
-                let a1: Vec<crate::quant::BlockQ8_1> =
-                    random_blocks(n * tokens, seed + 50, |b: &mut crate::quant::BlockQ8_1| {
-                        (b.d, b.s) = (next(), next());
-                        b.qs.iter_mut().for_each(|q| *q = (*q).max(-127));
-                    });
-                // Weight bytes take every value, −128 included; activations are never −128.
-                let w80: Vec<Vec<crate::quant::BlockQ8_0>> = (0..4)
-                    .map(|r| {
-                        random_blocks(n, seed * 20 + r, |b: &mut crate::quant::BlockQ8_0| {
-                            b.d = next()
-                        })
-                    })
-                    .collect();
-                let a0: Vec<crate::quant::BlockQ8_0> =
-                    random_blocks(n * tokens, seed + 70, |b: &mut crate::quant::BlockQ8_0| {
-                        b.d = next();
-                        b.qs.iter_mut().for_each(|q| *q = (*q).max(-127));
-                    });
-                if tokens <= q41.tokens {
-                    let mut out = vec![[0.0f32; 4]; tokens];
-                    (q41.run)([0, 1, 2, 3].map(|r| &w41[r][..]), &a1, &mut out);
-                    for (t, four) in out.iter().enumerate() {
-                        for (r, got) in four.iter().enumerate() {
-                            let want = scalar::dot_q4_1_q8_1(&w41[r], &a1[t * n..(t + 1) * n]);
-                            assert_eq!(
-                                got.to_bits(),
-                                want.to_bits(),
-                                "{level} Q4_1 n{n} T{tokens} t{t} r{r}"
-                            );
-                        }
-                    }
-                }
-                if tokens <= q80.tokens {
-                    let mut out = vec![[0.0f32; 4]; tokens];
-                    (q80.run)([0, 1, 2, 3].map(|r| &w80[r][..]), &a0, &mut out);
-                    for (t, four) in out.iter().enumerate() {
-                        for (r, got) in four.iter().enumerate() {
-                            let want = scalar::dot_q8_0_q8_0(&w80[r], &a0[t * n..(t + 1) * n]);
-                            assert_eq!(
-                                got.to_bits(),
-                                want.to_bits(),
-                                "{level} Q8_0 n{n} T{tokens} t{t} r{r}"
-                            );
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-#[test]
 fn a_batch_gives_each_token_the_bits_of_that_token_alone() {
     // Rows not a multiple of 4 (the one-row tail), token counts that fill tiles partly.
     for ty in [GgmlType::Q4_1, GgmlType::Q8_0] {
@@ -145,7 +73,7 @@ fn a_batch_gives_each_token_the_bits_of_that_token_alone() {
 }
 
 #[test]
-fn a_panel_gives_every_row_and_token_the_scalar_bits() {
+fn every_tile_and_panel_size_gives_each_row_and_token_the_scalar_bits() {
     use crate::quant::{BlockQ4_1, BlockQ8_0, BlockQ8_1};
     for level in tile_levels() {
         let (q41, q80) = (
@@ -157,10 +85,22 @@ fn a_panel_gives_every_row_and_token_the_scalar_bits() {
             i += 1;
             scale(i)
         };
-        for (seed, rows, n) in [(1u64, 4usize, 1usize), (2, 8, 18), (3, 32, 7), (4, 12, 48)] {
+        // One tile (4 rows) at every length, and panels of several tiles.
+        let cases = [
+            (1u64, 4usize, 1usize),
+            (2, 4, 2),
+            (3, 4, 7),
+            (4, 4, 18),
+            (5, 4, 48),
+            (6, 8, 18),
+            (7, 32, 7),
+            (8, 12, 48),
+        ];
+        for (seed, rows, n) in cases {
             let w41: Vec<BlockQ4_1> = random_blocks(rows * n, seed, |b: &mut BlockQ4_1| {
                 (b.d, b.m) = (next(), next())
             });
+            // Weight bytes take every value, −128 included; activations are never −128.
             let w80: Vec<BlockQ8_0> =
                 random_blocks(rows * n, seed + 5, |b: &mut BlockQ8_0| b.d = next());
             for tokens in 1..=q41.tokens.max(q80.tokens) {
